@@ -1,0 +1,46 @@
+"""The exception hierarchy.  The CLI turns any ``DrizzleflowError`` into a
+one-line message and exit status 2; anything else is a bug and keeps its traceback."""
+
+
+class DrizzleflowError(Exception):
+    """Base of every error caused by the user's recipe, files or environment."""
+
+
+class RecipeError(DrizzleflowError):
+    """A recipe that cannot be loaded or validated.
+
+    ``where`` is ``file:line:col`` when known, ``key`` the dotted parameter path.
+    """
+
+    def __init__(self, message, *, where=None, key=None):
+        self.where, self.key, self.detail = where, key, message
+        text = message
+        if key:
+            text = f"{key}: {text}"
+        if where:
+            text = f"{where}: {text}"
+        super().__init__(text)
+
+
+class InputFileError(DrizzleflowError):
+    """An input file that is missing, corrupt, or inconsistent with its partner."""
+
+    def __init__(self, path, problem):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ReferenceFileError(InputFileError):
+    """A calibration reference file (IDCTAB, OFFTAB, DGEOFILE, ...) that cannot be used."""
+
+
+class StepError(DrizzleflowError):
+    """A step that cannot do its work with the data and parameters it was given."""
+
+    def __init__(self, step, problem):
+        self.step, self.problem = step, problem
+        super().__init__(f"step '{step}': {problem}")
+
+
+class OutputError(DrizzleflowError):
+    """An output location that cannot be written (read-only, different recipe, ...)."""

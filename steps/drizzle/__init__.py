@@ -1,0 +1,1 @@
+"""The Cython drizzle/blot core, pixel maps and the drizzle steps."""
