@@ -1,0 +1,1 @@
+"""Instrument I/O: the in-memory data model and readers/writers per instrument."""
