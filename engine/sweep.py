@@ -24,12 +24,14 @@ line in the sweep file.  Values are kept *as written*: the point
 repr, and lists are literals (no ``range``), so names carry no rounding noise.
 
 Running (:func:`run_sweep`): the point recipes are written first
-(``<output>/sweep.resolved.yaml`` and ``<output>/<point>/point.yaml``), then
-the shared upstream runs once in ``<output>/_shared`` (every step before the
-first step whose parameters differ between points), then each point runs in
-``<output>/<point>/`` starting from a copy of the shared products, then the
-metric steps; a point is done when ``<point>/point_result.json`` exists with
-the point's hash, so an interrupted sweep resumes with the remaining points.
+(``<output>/sweep.resolved.yaml`` and ``<output>/points/<nnn>_<point>.yaml``),
+then the baseline point runs in full in ``<output>/<point>/``; every other
+point runs in its own ``<output>/<point>/`` with the engine's cross-directory
+cache (``run_recipe(..., reuse_from=[dirs of finished points])``): steps whose
+cache key matches (everything upstream of the first swept step) have their
+products copied, not recomputed, and only the swept step and the metrics run.
+A point is done when ``<point>/point_result.json`` holds the point's hash, so
+an interrupted sweep resumes with the remaining points.
 """
 from __future__ import annotations
 
@@ -406,3 +408,190 @@ def format_points(spec: SweepSpec) -> str:
     if spec.metrics:
         lines.append("metrics: " + ", ".join(m["name"] for m in spec.metrics))
     return "\n".join(lines)
+
+
+# -- running ---------------------------------------------------------------------
+
+RESULT_NAME = "point_result.json"
+SWEEP_RESOLVED_NAME = "sweep.resolved.yaml"
+#: metric steps that measure a fixed star list taken from the baseline point
+STAR_LIST_STEPS = ("psf_fwhm",)
+
+
+def _point_hash(p) -> str:
+    return p.recipe.sha256()
+
+
+def _final_drizzle(rec):
+    """(pixfrac, scale) of the last step that has both parameters (the final drizzle)."""
+    for s in reversed(rec.steps):
+        fields = type(s.params).model_fields
+        if "pixfrac" in fields and "scale" in fields:
+            return getattr(s.params, "pixfrac"), getattr(s.params, "scale")
+    return None, None
+
+
+def write_plan(spec: SweepSpec, overwrite=False):
+    """Write ``sweep.resolved.yaml`` and every ``<point>/point.yaml`` before anything runs.
+
+    A sweep directory written by a *different* sweep (other points or base
+    recipe) is refused unless ``overwrite``: resuming must never mix two sweeps.
+    """
+    import json
+
+    import yaml
+
+    from .atomic import write_text
+    from .errors import OutputError
+
+    out = Path(spec.output)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = {"sweep_file": str(spec.path), "mode": spec.mode, "swept": list(spec.keys),
+            "baseline": spec.baseline, "guidance": spec.guidance,
+            "metrics": [{k: v for k, v in m.items() if k in ("name", "step", "params")} for m in spec.metrics],
+            "points": [{"index": p.index, "name": p.name, "dir": p.dirname, "overrides": p.overrides(),
+                        "sha256": _point_hash(p)} for p in spec.points]}
+    dest = out / SWEEP_RESOLVED_NAME
+    if dest.exists() and not overwrite:
+        try:
+            old = yaml.safe_load(dest.read_text())
+        except Exception:  # noqa: BLE001 - unreadable plan: treat as foreign
+            old = None
+        mine = {p["name"]: p["sha256"] for p in plan["points"]}
+        theirs = {p["name"]: p.get("sha256") for p in (old or {}).get("points", [])}
+        clash = [n for n in mine if n in theirs and theirs[n] != mine[n]]
+        if old is None or clash:
+            raise OutputError(f"{out}: holds a different sweep (points {', '.join(clash[:3]) or '?'} differ); "
+                              "choose another output directory or pass --overwrite")
+    write_text(dest, "# drizzleflow resolved sweep (points validated before running)\n"
+               + yaml.safe_dump(plan, sort_keys=False, default_flow_style=None, width=110))
+    for p in spec.points:
+        resolved = p.recipe.resolved()
+        resolved["output"] = str(p.recipe.output)
+        doc = {"sweep": str(spec.path), "point": p.index, "name": p.name, "values": dict(p.texts),
+               "sha256": _point_hash(p), "recipe": resolved}
+        write_text(Path(out, "points", f"{p.index:03d}_{p.dirname}.yaml"),
+                   "# one point of a drizzleflow sweep\n" + yaml.safe_dump(json.loads(json.dumps(doc, default=str)),
+                                                                            sort_keys=False, width=110))
+    return dest
+
+
+def _load_result(p):
+    import json
+    path = Path(p.recipe.output, RESULT_NAME)
+    if not path.exists():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if res.get("hash") == _point_hash(p) and res.get("status") == "done" else None
+
+
+def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, progress=None,
+              reports=True, stop_after=None) -> list[dict]:
+    """Run every point of a validated sweep and write the reports.
+
+    Order: the baseline point first (its ``psf_fwhm`` picks the star list and
+    its upstream steps fill the cache), then the others in order, each run by
+    :func:`drizzleflow.engine.runner.run_recipe` with ``reuse_from`` pointing at
+    the points already run, so steps whose cache key matches (everything
+    upstream of the first swept step) are copied, not recomputed.  A point
+    whose ``point_result.json`` matches its hash is skipped: an interrupted
+    sweep resumes with the remaining points.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        From :func:`load_sweep`.
+    overwrite, force : bool
+        As for a single run (``force`` also reruns finished points).
+    workers : int, optional
+        Thread-pool size for the steps' independent work.
+    progress : bool, optional
+        Progress bars.
+    reports : bool
+        Write the table and figures after each point.
+    stop_after : int, optional
+        Run at most this many points in this call (the rest stay pending).
+
+    Returns
+    -------
+    list of dict
+        The point results (also in ``<point>/point_result.json``).
+    """
+    import json
+    import time
+
+    from .atomic import write_text
+    from .executors import make_executor
+    from .runner import run_recipe
+
+    write_plan(spec, overwrite=overwrite)
+    order = [spec.points[spec.baseline]] + [p for p in spec.points if p.index != spec.baseline]
+    results, done_dirs = {}, []
+    star_list = None
+    ran = 0
+    ex = spec.points[0].recipe.executor
+    executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"), ex.get("address"))
+    try:
+        for p in order:
+            pdir = Path(p.recipe.output)
+            prev = None if force else _load_result(p)
+            if prev is not None:
+                log.info("sweep point #%03d %s: done earlier, skipped", p.index, p.name)
+                results[p.index] = prev
+                done_dirs.append(pdir)
+                star_list = star_list or prev.get("star_list")
+                continue
+            if stop_after is not None and ran >= stop_after:
+                log.info("sweep point #%03d %s: left for a later run (stop_after=%d)", p.index, p.name, stop_after)
+                continue
+            if p.index != spec.baseline and star_list:
+                for s in p.recipe.steps:
+                    if s.step in STAR_LIST_STEPS and getattr(s.params, "stars", None) is None:
+                        s.params = s.params.model_copy(update={"stars": str(star_list)})
+            log.info("sweep point #%03d %s: running in %s", p.index, p.name, pdir)
+            t0 = time.perf_counter()
+            rr = run_recipe(p.recipe, pdir, overwrite=overwrite, force=force, reuse_from=list(done_dirs),
+                            progress=progress, executor=executor)
+            runtime = time.perf_counter() - t0
+            pixfrac, scale = _final_drizzle(p.recipe)
+            psf = rr.products.get("psf_fwhm")
+            wst = rr.products.get("weight_stats")
+            res = {"index": p.index, "name": p.name, "values": dict(p.values), "texts": dict(p.texts),
+                   "hash": _point_hash(p), "status": "done", "runtime_s": round(runtime, 3),
+                   "pixfrac": pixfrac, "scale": scale,
+                   "steps": {s.name: s.status for s in rr.steps},
+                   "psf_fwhm": psf, "weight_stats": wst, "dir": str(pdir)}
+            for key in ("final_drz_sci", "final_sci", "drizzle_final"):
+                val = rr.products.get(key)
+                if isinstance(val, dict):
+                    val = val.get("sci")
+                if isinstance(val, str):
+                    res["product"] = str(Path(pdir, val)) if not Path(val).is_absolute() else val
+                    break
+            if psf:
+                res["stars_file"] = str(Path(pdir, psf["stars"]))
+                if psf.get("star_list"):
+                    res["star_list"] = str(Path(pdir, psf["star_list"]))
+                    if p.index == spec.baseline:
+                        star_list = res["star_list"]
+            write_text(pdir / RESULT_NAME, json.dumps(res, indent=1, default=str))
+            results[p.index] = res
+            done_dirs.append(pdir)
+            ran += 1
+            log.info("sweep point #%03d %s: done in %.1f s (%s)", p.index, p.name, runtime,
+                     ", ".join(f"{k}:{v}" for k, v in res["steps"].items()))
+            if reports:
+                _reports(spec, results, figures=False)
+    finally:
+        executor.close()
+    if reports and results:
+        _reports(spec, results)
+    return [results[i] for i in sorted(results)]
+
+
+def _reports(spec, results, figures=True):
+    from .sweep_report import write_reports
+    write_reports(spec, [results[i] for i in sorted(results)], spec.output, figures=figures)

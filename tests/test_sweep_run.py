@@ -1,0 +1,174 @@
+"""Running sweeps with toy steps: shared upstream, per-point dirs, resume, reports."""
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from astropy.table import Table
+from pydantic import Field
+
+from drizzleflow.engine import registry
+from drizzleflow.engine.atomic import write_text
+from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.step import Params, Step
+from drizzleflow.engine.sweep import load_sweep, run_sweep
+
+
+class _UpParams(Params):
+    witness: str = Field(..., description="file that records each real run")
+
+
+class Upstream(Step):
+    """expensive upstream (witnessed)"""
+    name = "sw_upstream"
+    Params = _UpParams
+    writes = ("up",)
+
+    def run(self, context, params):
+        with open(params.witness, "a") as fh:
+            fh.write(f"upstream {context.outdir.name}\n")
+        dest = context.path("work", "up.json")
+        write_text(dest, json.dumps({"v": 42}))
+        context.put("up", context.rel(dest))
+
+
+class _DrzParams(Params):
+    pixfrac: float = Field(1.0, gt=0, le=1, description="drop")
+    scale: float = Field(0.046, gt=0, description="scale")
+    witness: str = Field(..., description="file that records each real run")
+    fail_if: str = Field("", description="fail when this file exists")
+
+
+class FinalDrizzle(Step):
+    """toy final drizzle: weight median ~ scale^2, scatter ~ 1/pixfrac"""
+    name = "sw_drizzle"
+    Params = _DrzParams
+    reads = ("up",)
+    writes = ("toy_final",)
+
+    def run(self, context, params):
+        assert Path(context.abs(context.get("up"))).exists()
+        if params.fail_if and Path(params.fail_if).exists():
+            raise StepError(self.name, "interrupted on purpose")
+        with open(params.witness, "a") as fh:
+            fh.write(f"drizzle {context.outdir.name}\n")
+        context.put("toy_final", {"pixfrac": params.pixfrac, "scale": params.scale})
+
+
+class _MetricParams(Params):
+    box: int = Field(500, ge=1, description="box")
+
+
+class ToyWeightStats(Step):
+    """toy metric in the weight_stats product format"""
+    name = "sw_metric"
+    Params = _MetricParams
+    reads = ("toy_final",)
+    writes = ("weight_stats",)
+
+    def run(self, context, params):
+        f = context.get("toy_final")
+        med = 56.0 * (f["scale"] / 0.046) ** 2
+        ratio = 0.05 / f["pixfrac"] ** 4
+        context.put("weight_stats", {"chips": {c: {"wht_median": med, "wht_std": med * ratio,
+                                                   "wht_rms_over_median": ratio, "zero_wht_frac": 0.0}
+                                               for c in ("PC1", "WF2")}, "ALL": {}, "box_pixels": params.box})
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    reg = registry.steps()
+    for cls in (Upstream, FinalDrizzle, ToyWeightStats):
+        monkeypatch.setitem(reg, cls.name, cls)
+    (tmp_path / "in_c0m.fits").write_bytes(b"data")
+    w = tmp_path / "witness.txt"
+    (tmp_path / "base.yaml").write_text(textwrap.dedent(f"""\
+        name: toy
+        input: in_c0m.fits
+        output: sweep_out
+        steps:
+          - {{name: upstream, step: sw_upstream, params: {{witness: {w}}}}}
+          - {{name: drizzle_final, step: sw_drizzle, params: {{witness: {w}, fail_if: {tmp_path / 'STOP'}}}}}
+        """))
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent("""\
+        extends: base.yaml
+        sweep:
+          mode: rows
+          rows:
+            - {drizzle_final.pixfrac: 1.0, drizzle_final.scale: 0.046}
+            - {drizzle_final.pixfrac: 0.9, drizzle_final.scale: 0.046}
+            - {drizzle_final.pixfrac: 0.8, drizzle_final.scale: 0.046}
+            - {drizzle_final.pixfrac: 0.7, drizzle_final.scale: 0.046}
+            - {drizzle_final.pixfrac: 1.0, drizzle_final.scale: 0.041}
+            - {drizzle_final.pixfrac: 1.0, drizzle_final.scale: 0.037}
+            - {drizzle_final.pixfrac: 1.0, drizzle_final.scale: 0.032}
+        metrics: [sw_metric]
+        """))
+    return tmp_path
+
+
+def _witness(tmp_path):
+    return (tmp_path / "witness.txt").read_text().splitlines()
+
+
+def test_sweep_runs_upstream_once_and_writes_reports(toy):
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    results = run_sweep(spec)
+    w = _witness(toy)
+    assert sum(line.startswith("upstream") for line in w) == 1
+    assert sum(line.startswith("drizzle") for line in w) == 7
+    out = toy / "sweep_out"
+    for p in spec.points:
+        d = out / p.name
+        assert (d / "recipe.resolved.yaml").exists() and (d / "manifest.json").exists()
+        assert (d / "work" / "up.json").exists()   # shared product available in the point's own dir
+    assert (out / "pixfrac=0.9,scale=0.046").is_dir()
+    assert results[3]["steps"]["upstream"] == "reused" and results[3]["steps"]["drizzle_final"] == "ran"
+    t = Table.read(out / "sweep_results.ecsv")
+    assert len(t) == 7 * 3  # PC1, WF2, ALL per point
+    assert list(t["drizzle_final_pixfrac"][t["chip"] == "ALL"]) == [1.0, 0.9, 0.8, 0.7, 1.0, 1.0, 1.0]
+    pc = t[t["chip"] == "PC1"]
+    assert list(pc["meets_guidance"]) == [True, True, True, False, True, True, True]
+    md = (out / "sweep_results.md").read_text()
+    assert "pixfrac=0.7, scale=0.046" in md and "| no |" in md
+    assert (out / "sweep_weight_vs_pixfrac_scale.png").stat().st_size > 1000
+    assert (out / "sweep.resolved.yaml").exists() and len(list((out / "points").glob("*.yaml"))) == 7
+
+
+def test_interrupted_sweep_resumes_with_remaining_points(toy):
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    # a run that stops after three points
+    first = run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), stop_after=3)
+    assert len(first) == 3
+    before = {p.name: (toy / "sweep_out" / p.name / "point_result.json").stat().st_mtime_ns
+              for p in spec.points[:3]}
+    second = run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
+    assert len(second) == 7
+    w = _witness(toy)
+    drizzled = [line.split(" ", 1)[1] for line in w if line.startswith("drizzle")]
+    assert len(drizzled) == 7 and len(set(drizzled)) == 7  # each point drizzled exactly once
+    assert sum(line.startswith("upstream") for line in w) == 1
+    for name, mtime in before.items():
+        assert (toy / "sweep_out" / name / "point_result.json").stat().st_mtime_ns == mtime
+
+
+def test_failure_mid_sweep_then_resume(toy):
+    (toy / "STOP").write_text("")
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    with pytest.raises(StepError, match="interrupted on purpose"):
+        run_sweep(spec)
+    assert not any((toy / "sweep_out").glob("*/point_result.json"))
+    (toy / "STOP").unlink()
+    res = run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
+    assert len(res) == 7
+    assert sum(line.startswith("upstream") for line in _witness(toy)) == 1  # cached in the baseline dir
+
+
+def test_a_different_sweep_in_the_same_directory_is_refused(toy):
+    from drizzleflow.engine.errors import OutputError
+    run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), stop_after=1)
+    text = (toy / "sweep.yaml").read_text().replace("drizzle_final.scale: 0.046}", "drizzle_final.scale: 0.046}", 1)
+    (toy / "base.yaml").write_text((toy / "base.yaml").read_text().replace("name: toy", "name: toy\nuref: /nowhere"))
+    (toy / "sweep.yaml").write_text(text)
+    with pytest.raises(OutputError, match="different sweep"):
+        run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
