@@ -71,6 +71,8 @@ class Context:
     progress_enabled: bool = False
     executor: Any = None  # engine.executors.Executor; None = serial
     step_name: str = ""
+    #: names passed to put() since the runner last cleared it (the current step's products)
+    written: set = field(default_factory=set)
 
     # -- paths ---------------------------------------------------------
     def path(self, *parts) -> Path:
@@ -104,6 +106,7 @@ class Context:
 
     def put(self, name, value) -> None:
         self.products[name] = value
+        self.written.add(name)
 
     # -- work ----------------------------------------------------------
     def progress(self, items: Iterable, desc: str = "", total: int | None = None):

@@ -1,0 +1,125 @@
+"""Find steps, input providers and CLI subcommands through entry points.
+
+Three entry-point groups, all loaded lazily and once per process:
+
+``drizzleflow.steps``
+    ``name = "package.module:StepClass"``; the entry-point name must equal the
+    class's ``name`` (a mismatch is a warning and the entry-point name wins).
+``drizzleflow.inputs``
+    ``simulate = "package.module:provide"``: a callable
+    ``provide(spec: dict, dest: pathlib.Path) -> list[path] | dict`` that makes
+    the input files of a recipe whose ``input:`` is a mapping naming it
+    (``input: {simulate: m2, seed: 1}``).  It writes into ``dest`` (a folder the
+    engine owns inside the output directory) and returns the input file paths,
+    or a dict ``{"files": [...], "uref": path_or_None}``.
+``drizzleflow.commands``
+    ``info = "package.module:register"``: ``register(subparsers)`` adds an
+    argparse subparser and sets ``func(args) -> int | None`` on it.
+
+A plugin that fails to import is logged as a WARNING naming the entry point
+and its distribution, and skipped; it never stops the other steps.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from importlib.metadata import entry_points
+
+from .errors import RecipeError
+from .step import Step
+
+__all__ = ["steps", "get_step", "input_providers", "get_input_provider", "commands", "reset"]
+
+log = logging.getLogger("drizzleflow.registry")
+
+STEP_GROUP = "drizzleflow.steps"
+INPUT_GROUP = "drizzleflow.inputs"
+COMMAND_GROUP = "drizzleflow.commands"
+
+_cache: dict[str, dict] = {}
+
+
+def reset():
+    """Forget loaded entry points (tests install and remove plugins at run time)."""
+    _cache.clear()
+    import importlib
+    importlib.invalidate_caches()
+
+
+def _origin(ep):
+    dist = getattr(ep, "dist", None)
+    if dist is not None:
+        return f"{dist.name} {dist.version}"
+    return ep.value.split(":")[0].split(".")[0]
+
+
+def _load_group(group):
+    if group in _cache:
+        return _cache[group]
+    found = {}
+    for ep in sorted(entry_points(group=group), key=lambda e: (e.name, e.value)):
+        if ep.name in found:
+            log.warning("%s: entry point '%s' defined twice (%s); keeping the first", group, ep.name, ep.value)
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the engine down
+            log.warning("plugin '%s' (%s = %s, from %s) failed to import and is skipped: %s: %s",
+                        ep.name, group, ep.value, _origin(ep), type(exc).__name__, exc)
+            continue
+        found[ep.name] = obj
+    _cache[group] = found
+    return found
+
+
+def steps() -> dict[str, type[Step]]:
+    """All registered step classes by name, sorted by name."""
+    if STEP_GROUP in _cache:
+        return _cache[STEP_GROUP]
+    out = {}
+    for name, obj in _load_group(STEP_GROUP).items():
+        if not (isinstance(obj, type) and issubclass(obj, Step)):
+            log.warning("plugin '%s' (%s) is not a drizzleflow Step subclass; skipped", name, STEP_GROUP)
+            continue
+        if obj.name and obj.name != name:
+            log.warning("step class %s.%s declares name '%s' but is registered as '%s'; using '%s'",
+                        obj.__module__, obj.__qualname__, obj.name, name, name)
+        out[name] = obj
+    _cache[STEP_GROUP] = out
+    return out
+
+
+def suggest(word, choices):
+    """" (did you mean `x`?)" or "" using difflib."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def get_step(name, where=None) -> type[Step]:
+    """The step class registered as ``name``; a RecipeError naming the known ones otherwise."""
+    reg = steps()
+    if name in reg:
+        return reg[name]
+    hint = suggest(name, reg)
+    known = ", ".join(reg) or "none"
+    raise RecipeError(f"unknown step type '{name}'{hint} (registered: {known}; see `drizzleflow steps`)",
+                      where=where)
+
+
+def input_providers() -> dict:
+    return _load_group(INPUT_GROUP)
+
+
+def get_input_provider(name, where=None):
+    provs = input_providers()
+    if name in provs:
+        return provs[name]
+    if not provs:
+        raise RecipeError(f"input provider '{name}' is not available: no package registers any "
+                          f"'{INPUT_GROUP}' entry point (is the simulator installed?)", where=where)
+    raise RecipeError(f"unknown input provider '{name}'{suggest(name, provs)} (available: {', '.join(provs)})",
+                      where=where)
+
+
+def commands() -> dict:
+    return _load_group(COMMAND_GROUP)

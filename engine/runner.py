@@ -1,0 +1,421 @@
+"""Run a validated recipe: inputs, cache, steps in order, manifest, summary.
+
+The programmatic entry point is :func:`run_recipe`::
+
+    from drizzleflow.engine.recipe import load_recipe
+    from drizzleflow.engine.runner import run_recipe
+
+    recipe = load_recipe("configs/m2_tutorial.yaml", ["drizzle_final.pixfrac=0.8"])
+    result = run_recipe(recipe, "runs/p08", reuse_from=["runs/p10"])
+    result.steps[-1].status    # "ran" | "cached" | "reused"
+
+Lifecycle per step: compute its cache key; skip it (restoring its products)
+when this directory's manifest has a valid record with that key; otherwise copy
+the products of a valid record with that key from a ``reuse_from`` directory;
+otherwise run it, time it, record its products and files, and rewrite the
+manifest atomically — so a killed run resumes after the last completed step.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import registry
+from .atomic import write_text
+from .cache import file_records, find_in_dirs, import_record, product_files, record_valid, step_key
+from .errors import DrizzleflowError, OutputError, StepError
+from .executors import make_executor
+from .manifest import MANIFEST_NAME, file_sha256, load_manifest, save_manifest, software_versions
+from .recipe import Recipe, sha256_of
+from .step import Context
+
+__all__ = ["run_recipe", "RunResult", "StepResult", "LOG_NAME", "RESOLVED_NAME"]
+
+log = logging.getLogger("drizzleflow")
+LOG_NAME = "drizzleflow.log"
+RESOLVED_NAME = "recipe.resolved.yaml"
+LOCK_NAME = ".drizzleflow.lock"
+
+
+@dataclass
+class StepResult:
+    name: str
+    step: str
+    key: str
+    status: str  # "ran" | "cached" | "reused"
+    seconds: float
+    products: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    outdir: Path
+    manifest: Path
+    steps: list[StepResult]
+    seconds: float
+    products: dict
+    recipe_sha256: str
+
+    def summary(self) -> str:
+        """A small table: step, type, status, seconds."""
+        w = max([len(s.name) for s in self.steps] + [4])
+        t = max([len(s.step) for s in self.steps] + [4])
+        lines = [f"{'step':<{w}}  {'type':<{t}}  {'status':<6}  {'seconds':>8}"]
+        for s in self.steps:
+            lines.append(f"{s.name:<{w}}  {s.step:<{t}}  {s.status:<6}  {s.seconds:8.2f}")
+        ran = sum(s.status == "ran" for s in self.steps)
+        lines.append(f"{len(self.steps)} steps: {ran} ran, {len(self.steps) - ran} from cache; "
+                     f"total {self.seconds:.2f} s; output {self.outdir}")
+        return "\n".join(lines)
+
+
+def _now():
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Lock:
+    """One run per output directory at a time (a stale lock of a dead process is taken over)."""
+
+    def __init__(self, outdir):
+        self.path = Path(outdir, LOCK_NAME)
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise OutputError(f"{self.path.parent}: another drizzleflow run (pid {pid}) is using this "
+                                      "output directory") from None
+                self.path.unlink(missing_ok=True)
+        raise OutputError(f"{self.path}: cannot take the run lock")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_outdir(outdir: Path, recipe: Recipe, overwrite: bool):
+    """Refuse a directory that holds another recipe's run (or unrelated files)."""
+    old = None
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir}: exists and is not a directory")
+    if outdir.exists():
+        try:
+            old = load_manifest(outdir)
+        except OutputError:
+            if not overwrite:
+                raise
+            old = None
+        if old is None and not overwrite:
+            stray = [p.name for p in outdir.iterdir() if p.name not in (LOG_NAME, LOCK_NAME)]
+            if stray:
+                raise OutputError(f"{outdir}: not empty and holds no drizzleflow manifest; choose another "
+                                  "output directory or pass --overwrite")
+    if old is not None and old.get("identity") != recipe.identity():
+        if not overwrite:
+            diff = [k for k in ("name", "steps", "input") if old.get("identity", {}).get(k) != recipe.identity()[k]]
+            raise OutputError(f"{outdir}: holds the run of a different recipe ('{old.get('identity', {}).get('name')}'"
+                              f"; differs in: {', '.join(diff) or 'identity'}); choose another output directory "
+                              "or pass --overwrite")
+        log.warning("--overwrite: %s held the run of a different recipe; starting a new manifest "
+                    "(old files are left in place until overwritten)", outdir)
+        old = None
+    if old is not None and overwrite:
+        old = None  # --overwrite: forget earlier records too
+    return old
+
+
+def _materialise_inputs(recipe: Recipe, outdir: Path):
+    """Input files (sorted) and a uref the provider may supply."""
+    if recipe.input_files is not None:
+        missing = [p for p in recipe.input_files if not p.is_file()]
+        if missing:
+            from .errors import InputFileError
+            raise InputFileError(missing[0], "input file disappeared since the recipe was validated")
+        return list(recipe.input_files), None
+    spec = recipe.input
+    pname = next(k for k in spec if k in registry.input_providers())
+    provider = registry.get_input_provider(pname)
+    dest = outdir / "inputs" / f"{pname}-{sha256_of(spec)[:12]}"
+    marker = dest / ".provided.json"
+    import json
+    if marker.exists():
+        try:
+            info = json.loads(marker.read_text())
+            files = [Path(dest, f) if not os.path.isabs(f) else Path(f) for f in info["files"]]
+            if info.get("spec") == spec and all(f.is_file() for f in files):
+                log.info("input: reusing %d files made earlier by provider '%s' in %s", len(files), pname, dest)
+                uref = info.get("uref")
+                return files, (str(Path(dest, uref)) if uref and not os.path.isabs(uref) else uref)
+        except (OSError, ValueError, KeyError):
+            pass
+    dest.mkdir(parents=True, exist_ok=True)
+    log.info("input: provider '%s' making files in %s", pname, dest)
+    t0 = time.perf_counter()
+    result = provider(copy.deepcopy(spec), dest)
+    uref = None
+    if isinstance(result, dict):
+        files, uref = result.get("files", []), result.get("uref")
+    else:
+        files = result
+    files = sorted(Path(f).resolve() for f in files)
+    if not files:
+        raise DrizzleflowError(f"input provider '{pname}' produced no files")
+    log.info("input: provider '%s' made %d files in %.2f s", pname, len(files), time.perf_counter() - t0)
+
+    def _rel(p):
+        try:
+            return str(Path(p).resolve().relative_to(dest.resolve()))
+        except ValueError:
+            return str(Path(p).resolve())
+    write_text(marker, json.dumps({"spec": spec, "files": [_rel(f) for f in files],
+                                   "uref": _rel(uref) if uref else None}, indent=1))
+    return files, (str(uref) if uref else None)
+
+
+def _hash_inputs(files, old_manifest):
+    """sha256 of each input; reuse the previous manifest's value when size and mtime match."""
+    known = {}
+    for rec in (old_manifest or {}).get("inputs", []):
+        known[rec.get("path")] = rec
+    out = []
+    for f in files:
+        st = f.stat()
+        rec = known.get(str(f))
+        if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+            digest = rec["sha256"]
+        else:
+            digest = file_sha256(f)
+        out.append({"path": str(f), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
+    return out
+
+
+def _attach_log_file(outdir):
+    handler = logging.FileHandler(Path(outdir, LOG_NAME), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger("drizzleflow")
+    root.addHandler(handler)
+    handler.previous_level = root.level
+    root.setLevel(logging.DEBUG)  # the file gets everything; console handlers filter for themselves
+    return handler
+
+
+def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reuse_from=(), workers=None,
+               dask_scheduler=None, progress=None, executor=None) -> RunResult:
+    """Run ``recipe`` into ``outdir`` (default: the recipe's ``output``).
+
+    Parameters
+    ----------
+    recipe : Recipe
+        From :func:`drizzleflow.engine.recipe.load_recipe` or ``recipe_from_dict``.
+    outdir : path-like, optional
+        Output directory; created if missing.
+    overwrite : bool
+        Accept a directory that holds another recipe's run (or unrelated files);
+        start a fresh manifest (no cached step is reused from it).
+    force : bool
+        Rerun every step even when its cached products are valid.
+    reuse_from : sequence of path-like
+        Other output directories whose completed steps may be reused when their
+        cache key matches (their files are copied here).  For sweeps.
+    workers : int, optional
+        Use a thread pool of this size for ``context.map``.
+    dask_scheduler : str, optional
+        Address of a Dask scheduler for ``context.map`` (wins over ``workers``).
+    progress : bool, optional
+        tqdm bars; default: when stderr is a terminal.
+    executor : Executor, optional
+        A ready executor (the caller keeps ownership), e.g. shared across sweep points.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    DrizzleflowError
+        Refused output directory, bad inputs, a step's StepError, ...
+    """
+    outdir = Path(outdir) if outdir is not None else recipe.output
+    if outdir is None:
+        raise OutputError("no output directory: give `output:` in the recipe or --output DIR")
+    outdir = Path(os.path.abspath(outdir))
+    old = _check_outdir(outdir, recipe, overwrite)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{outdir}: cannot create the output directory ({exc.strerror})") from None
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    with _Lock(outdir):
+        handler = _attach_log_file(outdir)
+        own_executor = executor is None
+        try:
+            if executor is None:
+                ex = recipe.executor
+                executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"),
+                                         dask_scheduler or ex.get("address"))
+            try:
+                return _run(recipe, outdir, old, force, [Path(d) for d in reuse_from], executor, progress)
+            finally:
+                if own_executor:
+                    executor.close()
+        finally:
+            root = logging.getLogger("drizzleflow")
+            root.removeHandler(handler)
+            root.setLevel(handler.previous_level)
+            handler.close()
+
+
+def _run(recipe, outdir, old, force, reuse_dirs, executor, progress):
+    t_start = time.perf_counter()
+    log.info("=== drizzleflow run: recipe '%s' (%s) -> %s", recipe.name, recipe.path or "<memory>", outdir)
+    resolved = recipe.resolved()
+    resolved["output"] = str(outdir)
+    text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=100)
+    log.debug("resolved recipe:\n%s", text.rstrip())
+    write_text(outdir / RESOLVED_NAME, "# drizzleflow resolved recipe (defaults filled, extends flattened)\n" + text)
+
+    files, provided_uref = _materialise_inputs(recipe, outdir)
+    inputs = _hash_inputs(files, old)
+    uref = recipe.uref or provided_uref or None
+    if recipe.uref is None and provided_uref:
+        uref_source = "input provider"
+    else:
+        uref_source = recipe.uref_source
+    if uref is None and os.environ.get("uref"):
+        uref, uref_source = os.environ["uref"], "environment variable uref"
+    if uref:
+        log.info("uref = %s (from %s)", uref, uref_source)
+
+    manifest = {
+        "recipe": resolved, "recipe_sha256": recipe.sha256(), "identity": recipe.identity(),
+        "software": software_versions(), "executor": executor.describe(),
+        "inputs": inputs, "uref": uref, "started": _now(), "finished": None, "status": "running",
+        "steps": [],
+    }
+    old_records = {r["name"]: r for r in (old or {}).get("steps", []) if "name" in r}
+    records = {}
+
+    def save(status="running"):
+        manifest["status"] = status
+        manifest["steps"] = [records.get(s.name) or old_records[s.name] for s in recipe.steps
+                             if s.name in records or s.name in old_records]
+        save_manifest(outdir, manifest)
+
+    save()
+    context = Context(outdir=outdir, inputs=files,
+                      options={"uref": uref, "force": force, "recipe": recipe.name, "executor": executor.describe()},
+                      log=log, progress_enabled=progress, executor=executor)
+    input_hashes = [i["sha256"] for i in inputs]
+    prev = None
+    results = []
+    for spec in recipe.steps:
+        params_json = spec.params.model_dump(mode="json")
+        key = step_key(spec.step, spec.cls.version, params_json, prev, input_hashes, uref)
+        prev = key
+        rec = old_records.get(spec.name)
+        status = None
+        if not force and rec is not None and rec.get("key") == key and record_valid(rec, outdir):
+            status = "cached"
+            records[spec.name] = rec
+        elif not force and reuse_dirs:
+            found = find_in_dirs(key, reuse_dirs)
+            if found:
+                src, srec = found
+                rec = import_record(src, srec, outdir)
+                records[spec.name] = rec
+                status = "reused"
+        if status:
+            context.products.update(copy.deepcopy(rec.get("products", {})))
+            log.info("step %s (%s): %s, products restored (key %s%s)", spec.name, spec.step, status, key[:12],
+                     f", from {rec.get('reused_from')}" if status == "reused" else "")
+            results.append(StepResult(spec.name, spec.step, key, status, 0.0, rec.get("products", {})))
+            save()
+            continue
+
+        log.info("step %s (%s) v%s: params %s", spec.name, spec.step, spec.cls.version, params_json)
+        before = copy.deepcopy(context.products)
+        context.written.clear()
+        context.step_name = spec.name
+        records.pop(spec.name, None)
+        old_records.pop(spec.name, None)
+        t0 = time.perf_counter()
+        try:
+            spec.cls().run(context, spec.params)
+        except DrizzleflowError:
+            save("failed")
+            raise
+        except Exception as exc:
+            save("failed")
+            log.exception("step %s (%s) failed", spec.name, spec.step)
+            raise StepError(spec.name, f"internal error {type(exc).__name__}: {exc} "
+                            f"(a bug; the traceback is in {outdir / LOG_NAME})") from exc
+        finally:
+            context.step_name = ""
+        seconds = time.perf_counter() - t0
+        made = {k: v for k, v in context.products.items()
+                if k in context.written or k not in before or before[k] != v}
+        files_made = product_files(made, outdir)
+        records[spec.name] = {
+            "name": spec.name, "step": spec.step, "version": str(spec.cls.version), "key": key,
+            "params": params_json, "seconds": round(seconds, 4), "finished": _now(), "status": "done",
+            "products": copy.deepcopy(made), "files": file_records(files_made, outdir),
+        }
+        _refresh_stats(records, outdir)
+        save()
+        log.info("step %s (%s): done in %.2f s; products: %s", spec.name, spec.step, seconds,
+                 ", ".join(made) or "none")
+        results.append(StepResult(spec.name, spec.step, key, "ran", seconds, made))
+
+    manifest["finished"] = _now()
+    manifest["seconds"] = round(time.perf_counter() - t_start, 4)
+    save("complete")
+    result = RunResult(outdir=outdir, manifest=outdir / MANIFEST_NAME, steps=results,
+                       seconds=time.perf_counter() - t_start, products=dict(context.products),
+                       recipe_sha256=recipe.sha256())
+    log.debug("run summary:\n%s", result.summary())
+    return result
+
+
+def _refresh_stats(records, outdir):
+    """Re-stat the files of earlier records: a later step of the same run may legitimately
+    rewrite them; only changes made outside a run should invalidate the cache."""
+    for rec in records.values():
+        fresh = []
+        for f in rec.get("files", []):
+            p = Path(f["path"]) if os.path.isabs(f["path"]) else Path(outdir, f["path"])
+            try:
+                st = p.stat()
+            except OSError:
+                fresh.append(f)
+                continue
+            fresh.append({"path": f["path"], "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        rec["files"] = fresh
