@@ -1,0 +1,144 @@
+"""Helpers shared by the chain steps: loading exposures from the ``exposures``
+product, DQ masks, per-chip sky values, FITS writes into the output folder, and
+the thin adapter over the Cython core's API."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from drizzleflow.engine.atomic import atomic_path
+from drizzleflow.engine.errors import StepError
+
+__all__ = ["load_exposure", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+           "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
+           "pixmap_for", "KERNELS", "INTERPOLANTS"]
+
+log = logging.getLogger("drizzleflow.chain")
+
+KERNELS = ("square", "point", "turbo", "gaussian", "lanczos3")
+INTERPOLANTS = ("nearest", "linear", "poly3", "poly5", "sinc", "lanczos3", "lanczos5")
+
+
+def exposure_records(context, step: str) -> list[dict]:
+    recs = context.get("exposures")
+    if not recs:
+        raise StepError(step, "the 'exposures' product is empty: no input exposures")
+    return list(recs)
+
+
+def load_exposure(context, rec):
+    """Open one exposure (working copies) as an :class:`Exposure` in electrons.
+
+    The CR bit is cleared on reading (AstroDrizzle's ``resetbits=4096``): flags
+    from an earlier run must not change what this run computes; the cosmic-ray
+    mask travels as the ``crmasks`` product instead.
+    """
+    from drizzleflow.steps.instruments.model import CR_BIT
+    from drizzleflow.steps.instruments.wfpc2 import open_exposure
+    return open_exposure(context.abs(rec["sci"]), context.abs(rec["dq"]), ignore_bits=CR_BIT)
+
+
+def iter_exposures(context, step: str):
+    """Yield ``(record, Exposure)`` one exposure at a time (bounded memory)."""
+    for rec in exposure_records(context, step):
+        yield rec, load_exposure(context, rec)
+
+
+def chip_key(chip) -> str:
+    return f"{chip.root}:{chip.extver}"
+
+
+def good_from_bits(dq, bits) -> np.ndarray:
+    """True where a pixel is usable: only flags listed in ``bits`` may be set.
+
+    ``bits`` is the normalised list from ``engine.legacy.Bits`` (``None`` = no
+    flag is acceptable, i.e. every flagged pixel is bad).
+    """
+    mask = sum(bits or [])
+    dq = np.asarray(dq)
+    return (dq.astype(np.uint32) & (~mask & 0xFFFFFFFF)) == 0
+
+
+def sky_for(context, chip, kind: str = "computed") -> float:
+    """Sky (electrons per pixel) of a chip from the ``sky`` product (0 if none)."""
+    sky = context.get("sky", {}) or {}
+    entry = sky.get(chip_key(chip))
+    if entry is None:
+        return 0.0
+    return float(entry[kind])
+
+
+def static_mask_for(context, chip):
+    """The static mask (bool, True = good) of the chip's signature, or None."""
+    masks = context.get("static_masks", {}) or {}
+    rel = masks.get(f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}")
+    if not rel:
+        return None
+    return fits.getdata(context.abs(rel)).astype(bool)
+
+
+def write_image(path, data, header=None, extra_hdus=()) -> Path:
+    """Write a simple FITS image atomically (float32/uint8/int32 kept as given)."""
+    path = Path(path)
+    hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data), header=header)
+    hdul = fits.HDUList([hdu, *extra_hdus])
+    with atomic_path(path) as tmp:
+        hdul.writeto(tmp)
+    return path
+
+
+def read_image(path, rows=None) -> np.ndarray:
+    """Native-endian float32 copy of a simple FITS image (optionally a row slice)."""
+    with fits.open(path, memmap=True) as hdul:
+        d = hdul[0].data
+        if rows is not None:
+            d = d[rows[0]:rows[1]]
+        return np.array(d, dtype=np.float32)
+
+
+def update_file(path, edit) -> None:
+    """Rewrite a FITS file atomically after ``edit(hdul)`` changed it in memory.
+
+    Used for the working copies (MDRIZSKY, CR bits); archive files are never
+    passed here.
+    """
+    path = Path(path)
+    with fits.open(path, memmap=False) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    edit(hdul)
+    with atomic_path(path) as tmp:
+        hdul.writeto(tmp, output_verify="silentfix")
+
+
+def pixmap_for(chip, grid, stepsize: int = 10) -> np.ndarray:
+    """Pixel map (ny, nx, 2) of a chip onto an output grid (the core team's code)."""
+    from drizzleflow.steps.drizzle.pixmap import pixmap
+    return pixmap(chip.wcs, grid.wcs, chip.shape, stepsize)
+
+
+def new_drizzle(shape, kernel, fillval):
+    """A running drizzle output from the core (sci, wht, ctx accumulators)."""
+    from drizzleflow.steps.drizzle.core import Drizzle
+    return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval)
+
+
+def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):
+    """Drizzle one chip in electrons onto ``driz``; output in e-/s per output pixel.
+
+    ``pscale_ratio`` = output scale / chip scale (``s``); the intensity factor
+    ``s**2`` keeps total flux: a point source's e-/s summed over output pixels
+    equals its e-/s in the input.
+    """
+    driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
+                   weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id))
+
+
+def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):
+    """Resample an e-/s image on the output grid back onto a chip, in electrons."""
+    from drizzleflow.steps.drizzle.core import blot
+    return blot(np.ascontiguousarray(image, dtype=np.float32), pixmap, interp=interp, sinscl=float(sinscl),
+                exptime=float(exptime), scale=float(pscale_ratio), fillval=float(fillval))

@@ -1,0 +1,261 @@
+"""Final drizzle: every good pixel of every chip onto one output grid
+(ALGORITHMS §1.9), written as ``<root>_drz_sci/wht/ctx.fits`` with provenance.
+
+Choices that differ from AstroDrizzle 3.11, on purpose:
+
+* the output is e-/s (``cps``) or e- (``counts``) — never DN/s divided by the
+  gain of whichever chip came last;
+* ``fillval`` is written exactly as given (AstroDrizzle writes fillval/gain);
+  zero-weight pixels hold exactly ``fillval`` (NaN only when ``fillval`` is
+  null/INDEF);
+* ``wt_scl``: ``exptime`` weights by exposure time, ``expsq`` by its square
+  (AstroDrizzle's ``expsq`` silently equals ``exptime``), a number multiplies
+  the exposure time;
+* ``wht_type: ERR`` is refused: WFPC2 files have no ERR array (AstroDrizzle
+  silently falls back to unit weights).
+"""
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.legacy import Bits, OptionalFloat
+from drizzleflow.engine.step import Params, Step
+
+from .common import (add_chip, exposure_records, good_from_bits, load_exposure, new_drizzle,
+                     pixmap_for, sky_for, static_mask_for)
+from .geometry import check_overlap, exposure_cells, gather_geometry
+from .grid_params import GRID_ALIASES, GridFields, resolve_grid
+from .output_wcs import Grid, grid_to_product
+from .products import product_header, write_products
+
+__all__ = ["DrizzleFinalStep", "chip_weight"]
+
+#: dark current used by the automatic IVM weights, e-/s (as AstroDrizzle)
+DARK_RATE = 0.005
+
+
+def chip_weight(good, wht_type, wt_scl, exptime, sky=0.0, rdnoise=0.0, rho=1.0):
+    """Weight image of one chip.
+
+    ``EXP``: ``good * exptime`` (× exptime again for ``expsq``, × a number);
+    ``IVM``: ``good * exptime**2 / (dark*exptime + sky + rn**2) / rho**4`` — the
+    inverse variance of the e-/s data after the ``rho**2`` intensity scaling
+    (flat field taken as 1: no flat reference file is used).
+    """
+    g = np.asarray(good, dtype=np.float32)
+    if wht_type == "EXP":
+        if wt_scl == "exptime":
+            f = exptime
+        elif wt_scl == "expsq":
+            f = exptime * exptime
+        else:
+            f = float(wt_scl) * exptime
+        return g * np.float32(f)
+    if wht_type == "IVM":
+        var = DARK_RATE * exptime + max(sky, 0.0) + rdnoise ** 2
+        f = exptime ** 2 / var / rho ** 4
+        if wt_scl not in ("exptime", "expsq"):
+            f *= float(wt_scl)
+        return g * np.float32(f)
+    raise ValueError(f"unsupported wht_type {wht_type}")
+
+
+class DrizzleFinalStep(Step):
+    """Drizzle all chips onto the final grid: <root>_drz_sci/wht/ctx.fits."""
+
+    name = "drizzle_final"
+    reads = ("exposures", "sky", "static_masks", "crmasks")
+    writes = ("final",)
+    aliases = {"driz_combine": "enabled", "final_wht_type": "wht_type", "final_wt_scl": "wt_scl",
+               "final_kernel": "kernel", "final_pixfrac": "pixfrac", "final_fillval": "fillval",
+               "final_bits": "bits", "final_units": "units", **GRID_ALIASES("final")}
+
+    class Params(Params, GridFields):
+        enabled: bool = Field(True, description="Run the final drizzle.")
+        wht_type: Literal["EXP", "IVM", "ERR"] = Field(
+            "EXP", description="Input weights: EXP = exposure time; IVM = inverse variance from sky, "
+            "read noise and dark; ERR is refused for WFPC2 (no ERR array).")
+        wt_scl: Literal["exptime", "expsq"] | float = Field(
+            "exptime", description="EXP weight per exposure: exptime, expsq (exptime²) or a number "
+            "times exptime.")
+        kernel: Literal["square", "point", "turbo", "gaussian", "lanczos3"] = Field(
+            "square", description="Drop kernel; square, turbo and point conserve flux.")
+        pixfrac: float = Field(1.0, gt=0, le=10, description="Linear drop size relative to an input "
+                               "pixel. Smaller sharpens the PSF but makes the weight map noisier.")
+        fillval: OptionalFloat = Field(0.0, description="Value of output pixels with zero weight, "
+                                      "written exactly as given (null/INDEF: NaN).")
+        bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'.")
+        units: Literal["cps", "counts"] = Field("cps", description="Output units: electrons/s or electrons.")
+        root: str = Field("final", min_length=1, description="Product root: <root>_drz_sci.fits etc.")
+        per_chip: bool = Field(False, description="Also write one product per detector "
+                               "(<root>_chip<N>_drz_*) with that chip's PHOTFLAM (tutorial note IX).")
+        use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
+        stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
+
+    # -- validation that must happen before any work -------------------
+    def _check(self, params):
+        if params.wht_type == "ERR":
+            raise StepError(self.name, "wht_type ERR needs an ERR array, which WFPC2 c0m/c1m data do "
+                            "not have; use EXP (exposure-time weights) or IVM")
+        if params.fillval is not None and not np.isfinite(params.fillval):
+            pass  # NaN/inf asked for explicitly
+
+    def run(self, context, params):
+        self._check(params)
+        if not params.enabled:
+            context.put("final", {})
+            return
+        t0 = time.monotonic()
+        force = bool(context.options.get("force", False))
+        geoms = gather_geometry(context, self.name)
+        grid = resolve_grid(params, geoms, self.name, force)
+        cells = exposure_cells(geoms, grid)
+        if not any(cells.values()):
+            raise StepError(self.name, "no input chip falls on the output grid (check ra/dec, "
+                            "outnx/outny or refimage)")
+        del cells
+        _ = check_overlap  # overlap between exposures is enforced by drizzle_separate
+        crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
+        recs = exposure_records(context, self.name)
+
+        # per-detector sub-grids for single-chip products
+        subgrids = {}
+        if params.per_chip:
+            for det in sorted({g.detector for g in geoms}):
+                subgrids[det] = _subgrid(grid, [g for g in geoms if g.detector == det])
+
+        fill = np.nan if params.fillval is None else float(params.fillval)
+        driz = new_drizzle(grid.shape, params.kernel, fill)
+        chip_driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in subgrids.items()}
+        entries, chip_entries = [], {d: [] for d in subgrids}
+        photflams, photplams, chip_phot = [], [], {}
+        texp, nexp = 0.0, 0
+        uid = 0
+        sci_name = f"{params.root}_drz_sci.fits"
+        for rec in context.progress(recs, desc="drizzle_final"):
+            exp = load_exposure(context, rec)
+            texp += exp.exptime
+            nexp += 1
+            masks = crmasks.get(exp.root)
+            for k, chip in enumerate(exp.chips):
+                uid += 1
+                good = good_from_bits(chip.dq, params.bits)
+                sm = static_mask_for(context, chip)
+                if sm is not None:
+                    good &= sm
+                if masks:
+                    from astropy.io import fits
+                    good &= fits.getdata(context.abs(masks[k])).astype(bool)
+                sky = sky_for(context, chip, "computed")
+                data = chip.sci - np.float32(sky)
+                rho = grid.scale / chip.pscale
+                w = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
+                                sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
+                pm = pixmap_for(chip, grid, params.stepsize)
+                add_chip(driz, data, pm, exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
+                         pscale_ratio=rho, input_id=uid)
+                entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
+                         "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
+                         "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
+                         "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
+                         "fillval": "INDEF" if params.fillval is None else str(params.fillval),
+                         "bits": str(sum(params.bits or [])), "wcsname": str(chip.header.get("WCSNAME", "")),
+                         "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
+                         "mask": masks[k] if masks else ""}
+                entries.append(entry)
+                if chip.photflam:
+                    photflams.append(chip.photflam)
+                plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
+                if plam:
+                    photplams.append(plam)
+                if chip.detector in chip_driz:
+                    sg = subgrids[chip.detector]
+                    pm2 = pixmap_for(chip, sg, params.stepsize)
+                    n = len(chip_entries[chip.detector]) + 1
+                    add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
+                             pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=n)
+                    e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
+                              ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
+                              ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
+                    chip_entries[chip.detector].append(e2)
+                    chip_phot.setdefault(chip.detector, ([], []))
+                    if chip.photflam:
+                        chip_phot[chip.detector][0].append(chip.photflam)
+                    if plam:
+                        chip_phot[chip.detector][1].append(plam)
+            del exp
+
+        common = dict(units=params.units, exptime_total=texp, recipe_hash=str(context.options.get(
+            "recipe_hash", "")), ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
+        sci, wht, ctx = _finish(driz, params, fill, texp)
+        hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
+                             root=params.root, **common)
+        paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
+        product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
+                   "ctx": context.rel(paths["ctx"]), "grid": grid_to_product(grid),
+                   "units": params.units, "fillval": params.fillval, "chips": {}}
+        for det, d in chip_driz.items():
+            s2, w2, c2 = _finish(d, params, fill, texp)
+            r2 = f"{params.root}_chip{det}"
+            h2 = product_header(subgrids[det], chip_entries[det], photflam=_mean(chip_phot.get(det, ([], []))[0]),
+                                photplam=_mean(chip_phot.get(det, ([], []))[1]), root=r2, **common)
+            p2 = write_products(context.outdir, r2, s2, w2, c2, h2)
+            product["chips"][str(det)] = {k: context.rel(v) for k, v in p2.items()}
+        context.put("final", product)
+        self._summary(context, grid, sci, wht, fill, time.monotonic() - t0)
+
+    def _summary(self, context, grid, sci, wht, fill, seconds):
+        log = context.log
+        nzero = int((wht == 0).sum())
+        log.info("final: %d x %d pixels at %.4f\"/pix, rot %.2f deg; %d zero-weight pixels = %s; %.1f s",
+                 grid.shape[1], grid.shape[0], grid.scale, grid.orientat, nzero, fill, seconds)
+        counts = context.get("cr_counts", {}) or {}
+        for root, c in counts.items():
+            log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
+
+
+def _finish(driz, params, fill, texp):
+    if hasattr(driz, "finish"):
+        driz.finish()
+    sci = np.array(driz.out_img, dtype=np.float32)
+    wht = np.array(driz.out_wht, dtype=np.float32)
+    ctx = np.asarray(driz.out_ctx)
+    if ctx.ndim == 3 and ctx.shape[0] == 1:
+        ctx = ctx[0]
+    if params.units == "counts":
+        sci *= np.float32(texp)
+    sci[wht <= 0] = np.float32(fill)
+    return sci, wht, ctx.astype(np.int32, copy=False)
+
+
+def _mean(v):
+    return float(np.mean(v)) if len(v) else 0.0
+
+
+def _wtscl_value(wt_scl):
+    return 1.0 if wt_scl in ("exptime", "expsq") else float(wt_scl)
+
+
+def _subgrid(grid: Grid, geoms) -> Grid:
+    """The part of ``grid`` covering the given chips (same WCS, shifted CRPIX)."""
+    from .output_wcs import footprint
+    xs, ys = [], []
+    for g in geoms:
+        fp = footprint(g.wcs, g.shape)
+        x, y = grid.wcs.all_world2pix(fp[:, 0], fp[:, 1], 0)
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    x0 = max(0, int(np.floor(x.min() + 0.5)))
+    y0 = max(0, int(np.floor(y.min() + 0.5)))
+    x1 = min(grid.shape[1], int(np.ceil(x.max() + 0.5)))
+    y1 = min(grid.shape[0], int(np.ceil(y.max() + 0.5)))
+    w = grid.wcs.deepcopy()
+    w.wcs.crpix = [w.wcs.crpix[0] - x0, w.wcs.crpix[1] - y0]
+    w.wcs.set()
+    return Grid(w, (max(1, y1 - y0), max(1, x1 - x0)))

@@ -1,0 +1,62 @@
+"""Light chip geometry (WCS, shape, scale) gathered without keeping pixel data,
+and the overlap test between exposures on an output grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+from .common import iter_exposures
+
+__all__ = ["ChipGeom", "gather_geometry", "exposure_cells", "check_overlap"]
+
+
+@dataclass
+class ChipGeom:
+    root: str
+    extver: int
+    detector: int
+    shape: tuple
+    wcs: WCS
+    pscale: float
+    exptime: float
+
+
+def gather_geometry(context, step) -> list[ChipGeom]:
+    """Geometry of every chip of every exposure, in input order."""
+    out = []
+    for _rec, exp in iter_exposures(context, step):
+        for c in exp.chips:
+            out.append(ChipGeom(c.root, c.extver, c.detector, tuple(c.shape), c.wcs, c.pscale, c.exptime))
+    return out
+
+
+def exposure_cells(geoms, grid, sample=25, cell=16) -> dict[str, set]:
+    """Coarse output cells covered by each exposure (sampled chip pixels)."""
+    cells: dict[str, set] = {}
+    for g in geoms:
+        ny, nx = g.shape
+        yy, xx = np.mgrid[0:ny:sample, 0:nx:sample]
+        ra, dec = g.wcs.all_pix2world(xx.ravel().astype(float), yy.ravel().astype(float), 0)
+        x, y = grid.wcs.all_world2pix(ra, dec, 0)
+        inside = (x >= -0.5) & (x < grid.shape[1] - 0.5) & (y >= -0.5) & (y < grid.shape[0] - 0.5)
+        ids = (np.floor((y[inside] + 0.5) / cell).astype(np.int64) * 100000
+               + np.floor((x[inside] + 0.5) / cell).astype(np.int64))
+        cells.setdefault(g.root, set()).update(ids.tolist())
+    return cells
+
+
+def check_overlap(geoms, grid) -> list[str]:
+    """Problems: exposures off the grid, or sharing no sky with any other."""
+    cells = exposure_cells(geoms, grid)
+    roots = list(dict.fromkeys(g.root for g in geoms))
+    problems = []
+    for r in roots:
+        if not cells.get(r):
+            problems.append(f"{r} does not fall on the output grid")
+    if len(roots) > 1:
+        for r in roots:
+            if cells.get(r) and not any(cells[r] & cells.get(o, set()) for o in roots if o != r):
+                problems.append(f"{r} overlaps no other exposure")
+    return problems

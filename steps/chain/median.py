@@ -1,0 +1,112 @@
+"""Median of the single drizzles: a cosmic-ray-free model of the sky
+(ALGORITHMS §1.6).  Works in row strips of the memory-mapped single images so
+memory stays bounded by one strip of each input plus the output.
+
+Units: the single images are e-/s; ``lthresh``/``hthresh`` are in the same
+units (AstroDrizzle converts them from native units cumulatively inside its
+image loop — not reproduced).  ``hthresh=90000`` therefore keeps the 99999
+fill pixels of the tutorial's single drizzles out of a plain median.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from astropy.io import fits
+from pydantic import Field
+
+from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.legacy import FloatPair, OptionalFloat
+from drizzleflow.engine.step import Params, Step
+
+from .common import write_image
+from .minmed import masked_median, minmed
+
+__all__ = ["MedianStep", "combine_strip"]
+
+
+def combine_strip(sci, wht, singles, params, wmeans):
+    """Combine one strip (N, ny, nx) of single drizzles; returns (ny, nx)."""
+    bad = np.zeros(sci.shape, dtype=bool)
+    for i, wm in enumerate(wmeans):
+        bad[i] = wht[i] < params.maskpt * wm
+    if params.lthresh is not None:
+        bad |= sci < params.lthresh
+    if params.hthresh is not None:
+        bad |= sci >= params.hthresh
+    ct = params.combine_type
+    if ct in ("minmed", "iminmed"):
+        return minmed(sci, wht, bad, [s["exptime"] for s in singles], [s["bsky"] for s in singles],
+                      [s["rdnoise"] for s in singles], nsigma=params.nsigma, grow=params.grow,
+                      ignore_masks=(ct == "iminmed"))
+    med, n = masked_median(sci, bad, params.nlow, params.nhigh)
+    if ct == "imedian":
+        allbad = n == 0
+        if allbad.any():
+            med = np.where(allbad, masked_median(sci, np.zeros_like(bad), params.nlow, params.nhigh)[0], med)
+    return med
+
+
+class MedianStep(Step):
+    """Combine the single drizzles into a median image (median, minmed, ...)."""
+
+    name = "median"
+    reads = ("singles", "sep_grid")
+    writes = ("median",)
+    aliases = {"median": "enabled", "combine_type": "combine_type", "combine_nsigma": "nsigma",
+               "combine_nlow": "nlow", "combine_nhigh": "nhigh", "combine_lthresh": "lthresh",
+               "combine_hthresh": "hthresh", "combine_grow": "grow", "combine_maskpt": "maskpt",
+               "combine_bufsize": "rows"}
+
+    class Params(Params):
+        enabled: bool = Field(True, description="Run the median step.")
+        combine_type: Literal["median", "imedian", "minmed", "iminmed"] = Field(
+            "minmed", description="median: masked median after dropping nlow/nhigh; minmed: the "
+            "minimum where it is significantly below the median (best for 2–6 images); the i- "
+            "variants use the unmasked values where every input is masked instead of 0.")
+        nsigma: FloatPair = Field([4.0, 3.0], description="minmed thresholds: first test and test "
+                                  "next to first-test pixels, in sigma.")
+        nlow: int = Field(0, ge=0, le=100, description="Lowest values dropped per pixel (median types).")
+        nhigh: int = Field(0, ge=0, le=100, description="Highest values dropped per pixel (median types).")
+        lthresh: OptionalFloat = Field(None, description="Values below this (e-/s) are masked.")
+        hthresh: OptionalFloat = Field(None, description="Values at or above this (e-/s) are masked; "
+                                       "90000 keeps 99999 fill pixels out.")
+        grow: int = Field(1, ge=0, le=10, description="minmed: radius (px) around first-test pixels "
+                          "where the second threshold applies.")
+        maskpt: float = Field(0.3, ge=0, le=1, description="Pixels whose weight is below this fraction "
+                              "of the image's mean weight are masked.")
+        rows: int = Field(128, ge=8, le=100000, description="Rows per processing strip (memory bound).")
+
+    def run(self, context, params):
+        singles = context.get("singles")
+        if not params.enabled:
+            context.put("median", {})
+            return
+        if len(singles) < 2:
+            raise StepError(self.name, f"needs at least 2 exposures, got {len(singles)}; disable "
+                            "median, blot and cosmic_rays for a single exposure")
+        if params.combine_type in ("median", "imedian") and params.nlow + params.nhigh >= len(singles):
+            context.log.warning("nlow + nhigh >= number of images: both are reduced per pixel")
+        files = [fits.open(context.abs(s["sci"]), memmap=True) for s in singles]
+        whts = [fits.open(context.abs(s["wht"]), memmap=True) for s in singles]
+        try:
+            ny, nx = files[0][0].data.shape
+            hdr = files[0][0].header.copy()
+            out = np.zeros((ny, nx), dtype=np.float32)
+            pad = params.grow if params.combine_type in ("minmed", "iminmed") else 0
+            wmeans = [s["wht_mean"] for s in singles]
+            for y0 in range(0, ny, params.rows):
+                y1 = min(ny, y0 + params.rows)
+                a0, a1 = max(0, y0 - pad), min(ny, y1 + pad)
+                sci = np.stack([np.asarray(f[0].data[a0:a1], dtype=np.float32) for f in files])
+                wht = np.stack([np.asarray(f[0].data[a0:a1], dtype=np.float32) for f in whts])
+                res = combine_strip(sci, wht, singles, params, wmeans)
+                out[y0:y1] = res[y0 - a0:y0 - a0 + (y1 - y0)]
+        finally:
+            for f in files + whts:
+                f.close()
+        hdr["BUNIT"] = "ELECTRONS/S"
+        hdr["COMBTYPE"] = (params.combine_type, "median combination")
+        path = context.path("chain", "median_med.fits")
+        write_image(path, out, hdr)
+        context.put("median", {"path": context.rel(path)})
