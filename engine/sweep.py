@@ -322,6 +322,68 @@ def _relocate(exc: RecipeError, where):
     return RecipeError(exc.detail, where=where, key=exc.key)
 
 
+_LAYER_KEYS = ("name", "description", "extends", "input", "output", "uref", "executor", "astrodrizzle", "steps",
+               "sweep", "metrics", "schema_version")
+
+
+def _override_text(value, text):
+    import json
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return text
+
+
+def _sweep_layer(path, data, pos, lines):
+    """The sweep file's own settings as overrides on its base recipe.
+
+    The base is loaded with the engine's own rules (so it may itself
+    ``extends:`` a defaults recipe); the sweep file may set step parameters
+    (``steps: [{name: sky, params: {...}}]``), AstroDrizzle names
+    (``astrodrizzle:``), ``input``/``output``/``uref`` and ``executor``.
+    Adding or removing steps belongs in the base recipe.
+    """
+    if not data.get("extends"):
+        return [], {}, None
+    for k in data:
+        if k not in _LAYER_KEYS:
+            raise _err(f"unknown recipe key{registry.suggest(k, _LAYER_KEYS)}", pos, (k,), str(k), True)
+    if not isinstance(data["extends"], str):
+        raise _err("expected a file name", pos, ("extends",), "extends")
+    base = Path(path).parent / data["extends"]
+    if not base.exists():
+        raise _err(f"base recipe {base} not found (resolved relative to {Path(path).parent})", pos,
+                   ("extends",), "extends")
+    items, wheres = [], {}
+
+    def add(item, where):
+        items.append(item)
+        wheres[item] = where
+
+    for k in ("input", "output", "uref"):
+        if k in data:
+            v = data[k]
+            add(f"{k}={_override_text(v, _text_of(v, pos, (k,), lines)[0])}", pos.where((k,)))
+    ex = data.get("executor")
+    if isinstance(ex, str):
+        ex = {"kind": ex}
+    for k, v in (ex or {}).items():
+        add(f"executor.{k}={_override_text(v, str(v))}", pos.where(("executor", k)))
+    for k, v in (data.get("astrodrizzle") or {}).items():
+        add(f"{k}={_override_text(v, _text_of(v, pos, ('astrodrizzle', k), lines)[0])}",
+            pos.where(("astrodrizzle", k)))
+    for i, e in enumerate(data.get("steps") or []):
+        if not isinstance(e, dict) or set(e) - {"name", "step", "params"} or not e.get("name"):
+            raise _err("a sweep recipe may only set parameters of the base recipe's steps "
+                       "({name: <step name>, params: {...}}); add or remove steps in the base recipe",
+                       pos, ("steps", i), f"steps[{i}]")
+        for k, v in (e.get("params") or {}).items():
+            where = pos.where(("steps", i, "params", k))
+            add(f"{e['name']}.{k}={_override_text(v, _text_of(v, pos, ('steps', i, 'params', k), lines)[0])}", where)
+    return items, wheres, base
+
+
 def load_sweep(path, overrides=(), *, output=None, cwd=None) -> SweepSpec:
     """Parse a sweep recipe and validate every point before anything runs.
 
@@ -361,15 +423,29 @@ def load_sweep(path, overrides=(), *, output=None, cwd=None) -> SweepSpec:
         raise RecipeError(f"{k} is swept; a command-line override of it would replace the sweep axis",
                           where="command line", key=k)
     root_out = None
+    layer, layer_wheres, base_path = _sweep_layer(path, data, pos, lines)
+    cli_keys = {o.partition("=")[0].strip() for o in overrides}
+    layer = [item for item in layer if item.partition("=")[0] not in cli_keys]  # the command line wins
     for p in points:
         try:
-            rec = load_recipe(path, list(overrides) + p.overrides(), output=output, cwd=cwd)
+            if base_path is None:
+                rec = load_recipe(path, list(overrides) + p.overrides(), output=output, cwd=cwd)
+            else:
+                rec = load_recipe(base_path, layer + list(overrides) + p.overrides(), output=output, cwd=cwd)
+                rec.name = data.get("name") or path.stem
+                rec.description = data.get("description", rec.description)
+                rec.path, rec.extends = path, base_path
+                rec.sweep, rec.metrics = data.get("sweep"), data.get("metrics")
+                rec.overrides = list(overrides) + p.overrides()
         except RecipeError as exc:
             key_where = None
             text = str(exc.where or "")
             for k in p.values:
                 if f"`{k}=" in text:
                     key_where = p.wheres[k]
+            for item, w in layer_wheres.items():
+                if f"`{item}`" in text:
+                    key_where = w
             raise _relocate(exc, key_where or next(iter(p.wheres.values()))) from None
         names = {s.name for s in rec.steps}
         for m in metrics:
@@ -559,12 +635,14 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, pr
             pixfrac, scale = _final_drizzle(p.recipe)
             psf = rr.products.get("psf_fwhm")
             wst = rr.products.get("weight_stats")
+            if scale is None:  # the grid's default scale: take what the metrics measured
+                scale = (psf or wst or {}).get("scale_arcsec")
             res = {"index": p.index, "name": p.name, "values": dict(p.values), "texts": dict(p.texts),
                    "hash": _point_hash(p), "status": "done", "runtime_s": round(runtime, 3),
                    "pixfrac": pixfrac, "scale": scale,
                    "steps": {s.name: s.status for s in rr.steps},
                    "psf_fwhm": psf, "weight_stats": wst, "dir": str(pdir)}
-            for key in ("final_drz_sci", "final_sci", "drizzle_final"):
+            for key in ("final", "final_drz_sci", "final_sci", "drizzle_final"):
                 val = rr.products.get(key)
                 if isinstance(val, dict):
                     val = val.get("sci")

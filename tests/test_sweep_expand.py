@@ -209,3 +209,47 @@ def test_cli_override_of_a_swept_key_is_refused(base):
         load_sweep(p, ["drizzle_final.pixfrac=0.5"], cwd=base)
     spec = load_sweep(p, ["up.level=3"], cwd=base)
     assert all(pt.recipe.step("up").params.level == 3 for pt in spec.points)
+
+
+def test_base_that_extends_defaults_and_sweep_file_settings(base):
+    (base / "defaults.yaml").write_text(textwrap.dedent("""\
+        name: defaults
+        input: a_c0m.fits
+        steps:
+          - {name: up, step: toy_upstream, params: {level: 5}}
+          - {name: drizzle_final, step: toy_drizzle, params: {pixfrac: 0.5}}
+        """))
+    (base / "tutorial.yaml").write_text(textwrap.dedent("""\
+        name: tutorial
+        extends: defaults.yaml
+        output: tut_out
+        astrodrizzle: {final_pixfrac: 1.0}
+        """))
+    p = base / "sw.yaml"
+    p.write_text(textwrap.dedent("""\
+        name: mysweep
+        extends: tutorial.yaml
+        output: sweep_here
+        steps:
+          - {name: up, params: {level: 7}}
+        sweep:
+          mode: rows
+          rows:
+            - {drizzle_final.scale: 0.046}
+            - {drizzle_final.scale: 0.032}
+        metrics: []
+        """))
+    spec = load_sweep(p, cwd=base)
+    r = spec.points[1].recipe
+    assert r.name == "mysweep"
+    assert r.step("up").params.level == 7
+    assert r.step("drizzle_final").params.pixfrac == 1.0 and r.step("drizzle_final").params.scale == 0.032
+    assert r.output == base / "sweep_here" / "scale=0.032"
+    # the command line wins over the sweep file
+    spec = load_sweep(p, ["up.level=9"], cwd=base)
+    assert spec.points[0].recipe.step("up").params.level == 9
+    # a bad value in the sweep file's own settings is reported at its line
+    p.write_text(p.read_text().replace("level: 7", "level: seven"))
+    with pytest.raises(RecipeError) as e:
+        load_sweep(p, cwd=base)
+    assert str(e.value).startswith(f"{p}:5:")
