@@ -44,7 +44,13 @@ def _add_overrides(p):
 def cmd_run(args):
     from .recipe import load_recipe
     from .runner import run_recipe
+    from .sweep import cli_run, is_sweep_recipe  # sweep hook: a recipe with `sweep:` runs all its points
+    if is_sweep_recipe(args.recipe):
+        return cli_run(args)
     recipe = load_recipe(args.recipe, args.overrides, output=args.output)
+    if args.dry_run:
+        print(f"{args.recipe}: recipe '{recipe.name}' -> {recipe.output}: " + ", ".join(s.name for s in recipe.steps))
+        return 0
     result = run_recipe(recipe, overwrite=args.overwrite, force=args.force, workers=args.workers,
                         dask_scheduler=args.dask_scheduler, progress=None if not args.quiet else False)
     print(result.summary())
@@ -155,6 +161,8 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="rerun every step, ignoring the cache")
     p.add_argument("--workers", type=int, help="threads for parallel work items")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run work items on this Dask scheduler")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the plan (a sweep's expanded points), run nothing")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", parents=[verb], help="check a recipe without running it")
@@ -207,7 +215,12 @@ def main(argv=None):
         parser = build_parser()
     finally:
         root.removeHandler(pre)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides given after options (run recipe.yaml -q a.b=1)
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     verbosity = -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0)
     _setup_logging(verbosity)
     func = getattr(args, "func", None)

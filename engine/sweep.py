@@ -46,7 +46,8 @@ from . import registry
 from .errors import RecipeError
 from .yaml_loader import load_yaml
 
-__all__ = ["SweepPoint", "SweepSpec", "load_sweep", "is_sweep_recipe", "format_points"]
+__all__ = ["SweepPoint", "SweepSpec", "load_sweep", "is_sweep_recipe", "format_points", "run_sweep", "write_plan",
+           "cli_run"]
 
 log = logging.getLogger("drizzleflow.sweep")
 
@@ -564,7 +565,7 @@ def _load_result(p):
     return res if res.get("hash") == _point_hash(p) and res.get("status") == "done" else None
 
 
-def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, progress=None,
+def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, dask_scheduler=None, progress=None,
               reports=True, stop_after=None) -> list[dict]:
     """Run every point of a validated sweep and write the reports.
 
@@ -584,6 +585,8 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, pr
         As for a single run (``force`` also reruns finished points).
     workers : int, optional
         Thread-pool size for the steps' independent work.
+    dask_scheduler : str, optional
+        Address of a Dask scheduler for the steps' independent work.
     progress : bool, optional
         Progress bars.
     reports : bool
@@ -609,7 +612,8 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, pr
     star_list = None
     ran = 0
     ex = spec.points[0].recipe.executor
-    executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"), ex.get("address"))
+    executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"),
+                             dask_scheduler or ex.get("address"))
     try:
         for p in order:
             pdir = Path(p.recipe.output)
@@ -673,3 +677,18 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, pr
 def _reports(spec, results, figures=True):
     from .sweep_report import write_reports
     write_reports(spec, [results[i] for i in sorted(results)], spec.output, figures=figures)
+
+
+def cli_run(args) -> int:
+    """``drizzleflow run SWEEP.yaml [overrides] [--dry-run]`` (called by the CLI's ``run``)."""
+    spec = load_sweep(args.recipe, getattr(args, "overrides", []), output=getattr(args, "output", None))
+    print(format_points(spec))
+    if getattr(args, "dry_run", False):
+        return 0
+    results = run_sweep(spec, overwrite=args.overwrite, force=args.force, workers=args.workers,
+                        dask_scheduler=getattr(args, "dask_scheduler", None),
+                        progress=None if not getattr(args, "quiet", False) else False)
+    from .sweep_report import markdown_table
+    print(markdown_table(spec, results), end="")
+    print(f"{len(results)} points; table: {Path(spec.output, 'sweep_results.ecsv')} (+ .md, .csv, figures)")
+    return 0
