@@ -496,7 +496,30 @@ STAR_LIST_STEPS = ("psf_fwhm",)
 
 
 def _point_hash(p) -> str:
-    return p.recipe.sha256()
+    """The point's identity: its validated recipe as loaded (before the runner
+    swaps in the baseline's star list and materialised inputs)."""
+    if getattr(p, "_hash", None) is None:
+        p._hash = p.recipe.sha256()
+    return p._hash
+
+
+def _share_inputs(rec, baseline_dir):
+    """Point a provider-input recipe (``input: {simulate: m2}``) at the files the
+    baseline point already made, so the provider does not run again per point.
+
+    The cache keys depend on the inputs' sha256 and the uref string, not on
+    where the files came from, so upstream records of the baseline still match.
+    """
+    if rec.input_files is not None:
+        return
+    from .manifest import load_manifest
+    man = load_manifest(baseline_dir) or {}
+    files = [Path(i["path"]) for i in man.get("inputs", [])]
+    if not files or not all(f.is_file() for f in files):
+        return
+    rec.input_files = files
+    if rec.uref is None and man.get("uref"):
+        rec.uref, rec.uref_source = man["uref"], f"input provider (files made by the baseline point in {baseline_dir})"
 
 
 def _final_drizzle(rec):
@@ -606,6 +629,8 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
     from .executors import make_executor
     from .runner import run_recipe
 
+    for p in spec.points:
+        _point_hash(p)
     write_plan(spec, overwrite=overwrite)
     order = [spec.points[spec.baseline]] + [p for p in spec.points if p.index != spec.baseline]
     results, done_dirs = {}, []
@@ -627,6 +652,9 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
             if stop_after is not None and ran >= stop_after:
                 log.info("sweep point #%03d %s: left for a later run (stop_after=%d)", p.index, p.name, stop_after)
                 continue
+            _point_hash(p)
+            if p.index != spec.baseline:
+                _share_inputs(p.recipe, Path(spec.points[spec.baseline].recipe.output))
             if p.index != spec.baseline and star_list:
                 for s in p.recipe.steps:
                     if s.step in STAR_LIST_STEPS and getattr(s.params, "stars", None) is None:

@@ -172,3 +172,22 @@ def test_a_different_sweep_in_the_same_directory_is_refused(toy):
     (toy / "sweep.yaml").write_text(text)
     with pytest.raises(OutputError, match="different sweep"):
         run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
+
+
+def test_provider_inputs_are_made_once_for_the_whole_sweep(toy, monkeypatch):
+    calls = []
+
+    def provide(spec, dest):
+        calls.append(str(dest))
+        f = Path(dest, "sim_c0m.fits")
+        f.write_bytes(b"simulated")
+        (Path(dest) / "uref").mkdir(exist_ok=True)
+        return {"files": [f], "uref": Path(dest, "uref")}
+
+    monkeypatch.setitem(registry.input_providers(), "toysim", provide)
+    base = (toy / "base.yaml").read_text().replace("input: in_c0m.fits", "input: {toysim: m2, seed: 1}")
+    (toy / "base.yaml").write_text(base)
+    results = run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
+    assert len(results) == 7 and len(calls) == 1
+    assert sum(line.startswith("upstream") for line in _witness(toy)) == 1
+    assert all(r["steps"]["upstream"] == "reused" for r in results[1:])
