@@ -249,9 +249,15 @@ def measure_fwhm(sci, good, x, y, *, box=None, fwhm_guess=3.0, method="gauss"):
     return fwhm, xc, yc
 
 
-def _nearest_distance(x, y, chunk=2048):
-    """Distance from each point to its nearest other point (numpy, chunked)."""
+def _nearest_distance(x, y):
+    """Distance from each point to its nearest other point."""
     pts = np.c_[x, y]
+    try:
+        from scipy.spatial import cKDTree  # fast path when scipy is installed
+        return cKDTree(pts).query(pts, k=2)[0][:, 1]
+    except ImportError:
+        pass
+    chunk = max(1, int(2e7 // max(len(pts), 1)))  # bound the distance block to ~160 MB
     out = np.empty(len(pts))
     for s in range(0, len(pts), chunk):
         d2 = ((pts[s:s + chunk, None, :] - pts[None, :, :]) ** 2).sum(axis=2)
