@@ -39,19 +39,23 @@ def write_fit_match(path, image, refname, fit, ref_xy, img_xy, ref_orig, img_ori
     sx, sy = fit["scale_xy"]
     rms = fit["rms"]
     mas = [r * pscale_arcsec * 1000.0 for r in rms]
+    if fit["geometry"] == "general":
+        rot_txt = f"{fit['rot_xy'][0]:.6g} {fit['rot_xy'][1]:.6g}"
+    else:   # one proper rotation, as in the tutorial's grep output
+        rot_txt = f"{rot:.6g}"
     hdr = [
         f"# Input image: {image}",
         f"# Reference: {refname}",
         "# Coordinate mapping parameters:",
-        f"#    X and Y rms: {rms[0]:.6g} {rms[1]:.6g}",
-        f"#    X and Y shift: {fit['shift'][0]:.6g} {fit['shift'][1]:.6g}",
-        f"#    X and Y scale: {sx:.6g} {sy:.6g}",
-        f"#    X and Y rotation: {fit['rot_xy'][0]:.6g} {fit['rot_xy'][1]:.6g}",
-        f"#    <rotation> and skew: {rot:.6g} {fit['skew']:.6g}",
-        f"#    Fit geometry: {fit['geometry']}",
-        f"#    Number of matches (fitted/total): {fit['nfit']} {fit['nmatch']}",
-        f"#    X and Y rms (mas): {mas[0]:.4g} {mas[1]:.4g}",
-        f"#    Plane pixel scale (arcsec): {pscale_arcsec:.6g}",
+        f"# X and Y rms: {rms[0]:.6g} {rms[1]:.6g}",
+        f"# X and Y shift: {fit['shift'][0]:.6g} {fit['shift'][1]:.6g}",
+        f"# X and Y scale: {sx:.6g} {sy:.6g}",
+        f"# X and Y rotation: {rot_txt}",
+        f"# <rotation> and skew: {rot:.6g} {fit['skew']:.6g}",
+        f"# Fit geometry: {fit['geometry']}",
+        f"# Number of matches (fitted/total): {fit['nfit']} {fit['nmatch']}",
+        f"# X and Y rms (mas): {mas[0]:.4g} {mas[1]:.4g}",
+        f"# Plane pixel scale (arcsec): {pscale_arcsec:.6g}",
         "#",
         "# Columns:",
         "#   1-2: reference X, Y (plane pixels, 1-based)",

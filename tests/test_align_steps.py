@@ -1,0 +1,161 @@
+"""The find_sources and align steps on small synthetic WFPC2-like working
+copies (two chips per exposure, known pointing errors)."""
+import logging
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.step import Context
+from drizzleflow.steps.align.steps import Align, FindSources
+
+RA0, DEC0 = 323.36, -0.82
+N = 160
+COSD = np.cos(np.radians(DEC0))
+
+
+def _wcs(off, scale, rot, err=(0.0, 0.0)):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [RA0 + (off[0] + err[0]) / 3600 / COSD, DEC0 + (off[1] + err[1]) / 3600]
+    w.wcs.crpix = [N / 2 + 0.5, N / 2 + 0.5]
+    th = np.radians(rot)
+    w.wcs.cd = scale / 3600 * np.array([[-np.cos(th), np.sin(th)], [np.sin(th), np.cos(th)]])
+    w.wcs.set()
+    return w
+
+
+CHIPS = [(1, (-6.0, 0.0), 0.0455), (2, (6.0, 0.0), 0.0455)]
+
+
+def _render(w, stars, flux, rng, fwhm=2.2):
+    yy, xx = np.mgrid[0:N, 0:N]
+    img = np.full((N, N), 30.0)
+    x, y = w.all_world2pix(stars[:, 0], stars[:, 1], 0)
+    s = fwhm / 2.3548
+    for xi, yi, f in zip(x, y, flux):
+        if -5 < xi < N + 5 and -5 < yi < N + 5:
+            img += f / (2 * np.pi * s * s) * np.exp(-((xx - xi) ** 2 + (yy - yi) ** 2) / (2 * s * s))
+    return rng.poisson(np.clip(img, 0, None)).astype(np.float32) / 7.0   # DN, gain 7
+
+
+def make_set(tmp, errors, nstars=200, seed=0, empty_chip=None):
+    """Working copies in tmp/work; returns (exposures product, truth WCS per root)."""
+    rng = np.random.default_rng(seed)
+    stars = np.column_stack([RA0 + rng.uniform(-13, 13, nstars) / 3600 / COSD,
+                             DEC0 + rng.uniform(-4, 4, nstars) / 3600])
+    flux = rng.uniform(3000, 30000, nstars)
+    work = tmp / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    recs, truth = [], {}
+    for k, err in enumerate(errors):
+        root = f"ua0605{k:02d}m"
+        ph = fits.Header({"INSTRUME": "WFPC2", "ROOTNAME": root, "EXPTIME": 10.0, "ATODGAIN": 7.0,
+                          "DFWORK": True, "PA_V3": 0.0})
+        sci = [fits.PrimaryHDU(header=ph)]
+        dq = [fits.PrimaryHDU(header=ph.copy())]
+        truth[root] = {}
+        for det, off, scale in CHIPS:
+            true = _wcs(off, scale, 15.0)
+            hdrw = _wcs(off, scale, 15.0, err)
+            data = _render(true, stars, flux, rng)
+            if empty_chip == (k, det):
+                data = rng.normal(30 / 7, 0.3, data.shape).astype(np.float32)
+            h = hdrw.to_header()
+            h["DETECTOR"] = det
+            h["BUNIT"] = "COUNTS"
+            h["IDCSCALE"] = scale
+            sci.append(fits.ImageHDU(data=data, header=h, name="SCI", ver=det))
+            dq.append(fits.ImageHDU(data=np.zeros((N, N), np.int16), name="SCI", ver=det))
+            truth[root][det] = true
+        fits.HDUList(sci).writeto(work / f"{root}_c0m.fits")
+        fits.HDUList(dq).writeto(work / f"{root}_c1m.fits")
+        recs.append({"root": root, "sci": f"work/{root}_c0m.fits", "dq": f"work/{root}_c1m.fits",
+                     "source": f"{root}_c0m.fits", "nchips": 2})
+    return recs, truth
+
+
+def _ctx(tmp, recs):
+    return Context(outdir=tmp, products={"exposures": recs})
+
+
+def _pointing_error_mas(path, truth):
+    errs = []
+    with fits.open(path) as h:
+        for det, true in truth.items():
+            w = WCS(h["SCI", det].header)
+            pix = np.random.default_rng(det).uniform(0, N - 1, (50, 2))
+            d = (w.all_pix2world(pix, 0) - true.all_pix2world(pix, 0)) * [COSD, 1] * 3.6e6
+            errs.append(np.hypot(d[:, 0], d[:, 1]))
+    return float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
+
+
+FS = dict(conv_width=4.4, threshold=8.0, edges="none")
+
+
+def test_find_and_align_recover_pointing(tmp_path):
+    errors = [(0, 0), (0.05, -0.03), (-0.04, 0.06)]
+    recs, truth = make_set(tmp_path, errors)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**FS))
+    cats = ctx.get("catalogs")
+    assert len(cats) == 3 and all(c["n"] > 25 for cat in cats for c in cat["chips"])
+    coo = tmp_path / cats[0]["chips"][0]["coo"]
+    assert coo.name == "ua060500m_c0m_sci1_xy_catalog.coo" and coo.read_text().count("\n") > 25
+    before = [_pointing_error_mas(tmp_path / r["sci"], truth[r["root"]]) for r in recs[1:]]
+    Align().run(ctx, Align.Params(minobj=10, fitgeometry="rscale", headerlet=True, hdrname="test1"))
+    al = ctx.get("alignment")
+    assert al["reference"] == "ua060500m"
+    after = [_pointing_error_mas(tmp_path / r["sci"], truth[r["root"]]) for r in recs[1:]]
+    assert min(before) > 40
+    print("pointing error mas before", before, "after", after)
+    assert max(after) < 1.0, after
+    for r in recs[1:]:
+        res = al["images"][r["root"]]
+        assert res["status"] == "aligned" and res["nfit"] >= 30
+        match = (tmp_path / res["match_file"]).read_text()
+        for line in ("# X and Y shift:", "# X and Y rms:", "# X and Y rotation:", "# X and Y scale:"):
+            assert line in match
+        assert "Peak has" in res["histogram_peak"]
+        assert (tmp_path / res["hist_png"]).stat().st_size > 1000
+        hl = fits.open(tmp_path / res["headerlet"])
+        assert hl[0].header["HDRNAME"] == "test1" and hl[0].header["DESTIM"] == r["root"]
+        with fits.open(tmp_path / r["sci"]) as h:
+            assert h["SCI", 1].header["WCSNAME"] == "TWEAK"
+    shifts = (tmp_path / "align" / "shifts.txt").read_text()
+    assert "# form: delta" in shifts and "ua060501m_c0m" in shifts
+
+
+def test_refimage_not_in_inputs(tmp_path):
+    recs, _ = make_set(tmp_path, [(0, 0), (0.02, 0)], nstars=60)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**FS))
+    with pytest.raises(StepError, match="refimage 'nope_c0m.fits' is not one of the inputs.*ua060500m"):
+        Align().run(ctx, Align.Params(refimage="nope_c0m.fits"))
+
+
+def test_chip_without_sources_warns_and_failure_is_clear(tmp_path, caplog):
+    recs, truth = make_set(tmp_path, [(0, 0), (0.05, 0)], nstars=40, empty_chip=(1, 2))
+    ctx = _ctx(tmp_path, recs)
+    with caplog.at_level(logging.WARNING):
+        FindSources().run(ctx, FindSources.Params(**FS))
+    assert "ua060501m[sci,2]: 0 sources" in caplog.text
+    with pytest.raises(StepError, match="ua060501m: alignment failed: only .* minobj is 50"):
+        Align().run(ctx, Align.Params(minobj=50))
+    hdr_before = fits.getheader(tmp_path / recs[1]["sci"], ("SCI", 1))
+    Align().run(ctx, Align.Params(minobj=50, on_failure="skip"))
+    assert ctx.get("alignment")["images"]["ua060501m"]["status"] == "failed"
+    hdr_after = fits.getheader(tmp_path / recs[1]["sci"], ("SCI", 1))
+    assert hdr_after["CRVAL1"] == hdr_before["CRVAL1"] and "WCSNAME" not in hdr_after
+
+
+def test_unsupported_region_names_image_and_chip(tmp_path):
+    recs, _ = make_set(tmp_path, [(0, 0)], nstars=20)
+    ctx = _ctx(tmp_path, recs)
+    bad = tmp_path / "bad.reg"
+    bad.write_text("image; annulus(10,10,3,5)\n")
+    p = FindSources.Params(**FS, exclusions=[{"image": "ua060500m", "chip": 2, "region": str(bad)}])
+    with pytest.raises(StepError, match=r"ua060500m\[sci,2\].*unsupported region shape 'annulus'"):
+        FindSources().run(ctx, p)
