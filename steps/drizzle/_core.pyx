@@ -1,0 +1,604 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""GIL-free drizzle kernels on plain arrays (private; use ``core.py``).
+
+Conventions
+-----------
+* ``pixmap[j, i] = (x, y)``: 0-based output position of the centre of input
+  pixel (column i, row j).  Output pixel (ii, jj) covers
+  ``[ii - 0.5, ii + 0.5) x [jj - 0.5, jj + 0.5)``.
+* Accumulators are float64 sums: ``acc_sum[q] += w * d`` and
+  ``acc_wht[q] += w`` (the weighted mean is formed once, at the end, by
+  ``core.py``).  Sums instead of a running mean avoid a division per
+  contribution and make separate accumulations trivially combinable.
+* Every entry point works on the output rows ``[band0, band1)`` only, and
+  visits input pixels in row-major order whatever the band; splitting the
+  output into bands therefore changes nothing in the arithmetic done for any
+  output pixel, which is what makes the threaded result bit-identical.
+* No module-level mutable state; scratch buffers are allocated per call.
+  Errors are status codes turned into exceptions by the Python wrapper.
+"""
+from libc.math cimport floor, fabs, exp, sin, cos, sqrt, M_PI, isnan, isfinite
+from libc.stdlib cimport malloc, free, realloc
+from libc.string cimport memset
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+# kernel codes (mirrored in core.py)
+DEF K_SQUARE = 0
+DEF K_TURBO = 1
+DEF K_POINT = 2
+DEF K_GAUSSIAN = 3
+DEF K_LANCZOS2 = 4
+DEF K_LANCZOS3 = 5
+
+# status codes
+DEF ST_OK = 0
+DEF ST_NOMEM = 1
+DEF ST_HUGE = 2
+
+# largest side (output pixels) of one drop; beyond that the pixel map is broken
+DEF MAX_DROP_SIDE = 4096
+
+
+cdef struct Acc:
+    double* s        # sum of w*d, (ony, onx)
+    double* w        # sum of w
+    int* ctx         # context plane or NULL
+    unsigned int bit
+    Py_ssize_t onx, ony
+    Py_ssize_t band0, band1
+
+
+cdef struct Scratch:
+    double* buf
+    Py_ssize_t cap
+
+
+cdef inline int _reserve(Scratch* sc, Py_ssize_t n) noexcept nogil:
+    cdef double* p
+    if n <= sc.cap:
+        return ST_OK
+    p = <double*>realloc(sc.buf, n * sizeof(double))
+    if p == NULL:
+        return ST_NOMEM
+    sc.buf = p
+    sc.cap = n
+    return ST_OK
+
+
+cdef inline Py_ssize_t _iround(double x) noexcept nogil:
+    # index of the output pixel containing x (pixels are [k-0.5, k+0.5))
+    return <Py_ssize_t>floor(x + 0.5)
+
+
+cdef inline void _add(Acc* a, Py_ssize_t ii, Py_ssize_t jj, double w, double d) noexcept nogil:
+    cdef Py_ssize_t q = jj * a.onx + ii
+    a.s[q] += w * d
+    a.w[q] += w
+    if a.ctx != NULL and w > 0.0:
+        a.ctx[q] |= <int>a.bit
+
+
+# ---------------------------------------------------------------------------
+# square kernel: exact area by signed-area (coverage) accumulation
+# ---------------------------------------------------------------------------
+
+cdef inline void _edge(double u0, double v0, double u1, double v1,
+                       double* acc, Py_ssize_t bw, Py_ssize_t bh) noexcept nogil:
+    """Deposit one directed edge into the coverage buffer.
+
+    Local frame: cell (c, r) is [c, c+1) x [r, r+1); ``acc`` has ``bw + 1``
+    columns per row and receives differences, so that the running sum along
+    a row is the signed area of the polygon inside each cell.  For a piece
+    of the edge inside cell (c, r) with vertical extent ``d`` and mean
+    abscissa ``um``, cell c gets ``d * (c + 1 - um)`` and every cell to its
+    right gets ``d``.  Pieces left of the buffer count as full ``d`` in
+    column 0, pieces right of it are dropped, rows outside are ignored.
+    """
+    cdef double du = u1 - u0, dv = v1 - v0
+    cdef double ta, tb, t0, t1, tr, tc, tm, um, vm, d, f, invdv, invdu
+    cdef double kr, kc, sr, sc, vend, uend
+    cdef Py_ssize_t row, col, stride = bw + 1
+    if dv == 0.0:
+        return
+    invdv = 1.0 / dv
+    # parameter range with 0 <= v <= bh
+    if dv > 0.0:
+        ta = (0.0 - v0) * invdv
+        tb = (<double>bh - v0) * invdv
+    else:
+        ta = (<double>bh - v0) * invdv
+        tb = (0.0 - v0) * invdv
+    if ta < 0.0:
+        ta = 0.0
+    if tb > 1.0:
+        tb = 1.0
+    if ta >= tb:
+        return
+    # next row crossing after ta
+    vm = v0 + ta * dv
+    vend = v0 + tb * dv
+    if dv > 0.0:
+        sr = 1.0
+        kr = floor(vm) + 1.0
+        tr = (kr - v0) * invdv if kr < vend else 2.0
+    else:
+        sr = -1.0
+        kr = floor(vm)
+        if kr >= vm:
+            kr -= 1.0
+        tr = (kr - v0) * invdv if kr > vend else 2.0
+    # next column crossing after ta, only at columns 0..bw
+    um = u0 + ta * du
+    uend = u0 + tb * du
+    tc = 2.0
+    invdu = 0.0
+    sc = 0.0
+    kc = 0.0
+    if du != 0.0:
+        invdu = 1.0 / du
+        if du > 0.0:
+            sc = 1.0
+            kc = floor(um) + 1.0
+            if kc < 0.0:
+                kc = 0.0
+            if kc < uend and kc <= <double>bw:
+                tc = (kc - u0) * invdu
+        else:
+            sc = -1.0
+            kc = floor(um)
+            if kc >= um:
+                kc -= 1.0
+            if kc > <double>bw:
+                kc = <double>bw
+            if kc > uend and kc >= 0.0:
+                tc = (kc - u0) * invdu
+    t0 = ta
+    while True:
+        t1 = tb
+        if tr < t1:
+            t1 = tr
+        if tc < t1:
+            t1 = tc
+        if t1 > t0:
+            tm = 0.5 * (t0 + t1)
+            um = u0 + tm * du
+            vm = v0 + tm * dv
+            row = <Py_ssize_t>floor(vm)
+            if 0 <= row < bh:
+                d = (t1 - t0) * dv
+                if um < 0.0:
+                    acc[row * stride] += d
+                elif um < <double>bw:
+                    col = <Py_ssize_t>floor(um)
+                    f = um - <double>col
+                    acc[row * stride + col] += d * (1.0 - f)
+                    acc[row * stride + col + 1] += d * f
+        if t1 >= tb:
+            break
+        if t1 == tr:
+            kr += sr
+            if (sr > 0.0 and kr < vend) or (sr < 0.0 and kr > vend):
+                tr = (kr - v0) * invdv
+            else:
+                tr = 2.0
+        if t1 == tc:
+            kc += sc
+            if (sc > 0.0 and kc < uend and kc <= <double>bw) or \
+               (sc < 0.0 and kc > uend and kc >= 0.0):
+                tc = (kc - u0) * invdu
+            else:
+                tc = 2.0
+        t0 = t1
+
+
+cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
+                       double d, double w) noexcept nogil:
+    """Spread one shrunken input pixel (quadrilateral xs, ys) over the output."""
+    cdef double jac, xmin, xmax, ymin, ymax, s, thr, invj, frac
+    cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, r, c, k, stride
+    cdef double u[4]
+    cdef double v[4]
+    cdef double* acc
+    # signed area with the orientation that the coverage sums produce
+    jac = 0.5 * ((xs[1] - xs[3]) * (ys[0] - ys[2]) - (xs[0] - xs[2]) * (ys[1] - ys[3]))
+    # (this is minus the shoelace area: the sign convention of the coverage sums)
+    if jac == 0.0 or not isfinite(jac):
+        return ST_OK
+    xmin = xmax = xs[0]
+    ymin = ymax = ys[0]
+    for k in range(1, 4):
+        if xs[k] < xmin: xmin = xs[k]
+        if xs[k] > xmax: xmax = xs[k]
+        if ys[k] < ymin: ymin = ys[k]
+        if ys[k] > ymax: ymax = ys[k]
+    ii0 = _iround(xmin)
+    ii1 = _iround(xmax)
+    jj0 = _iround(ymin)
+    jj1 = _iround(ymax)
+    if ii1 - ii0 > MAX_DROP_SIDE or jj1 - jj0 > MAX_DROP_SIDE:
+        return ST_HUGE
+    if ii0 < 0: ii0 = 0
+    if ii1 > a.onx - 1: ii1 = a.onx - 1
+    if jj0 < a.band0: jj0 = a.band0
+    if jj1 > a.band1 - 1: jj1 = a.band1 - 1
+    if ii0 > ii1 or jj0 > jj1:
+        return ST_OK
+    invj = 1.0 / jac
+    # whole drop inside one output pixel
+    if ii0 == ii1 and jj0 == jj1 and xmin >= ii0 - 0.5 and xmax < ii0 + 0.5 \
+            and ymin >= jj0 - 0.5 and ymax < jj0 + 0.5:
+        _add(a, ii0, jj0, w, d)
+        return ST_OK
+    bw = ii1 - ii0 + 1
+    bh = jj1 - jj0 + 1
+    stride = bw + 1
+    if _reserve(sc, bh * stride) != ST_OK:
+        return ST_NOMEM
+    acc = sc.buf
+    memset(acc, 0, bh * stride * sizeof(double))
+    for k in range(4):
+        u[k] = xs[k] + 0.5 - <double>ii0
+        v[k] = ys[k] + 0.5 - <double>jj0
+    for k in range(4):
+        _edge(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], acc, bw, bh)
+    thr = 1e-12 * fabs(jac) + 1e-14
+    for r in range(bh):
+        s = 0.0
+        for c in range(bw):
+            s += acc[r * stride + c]
+            if fabs(s) > thr:
+                frac = s * invj
+                _add(a, ii0 + c, jj0 + r, frac * w, d)
+    return ST_OK
+
+
+cdef inline void _lerp_row(const double* pm, Py_ssize_t nx, Py_ssize_t ny,
+                           double y, double* outx, double* outy) noexcept nogil:
+    """Pixel-map row at fractional row ``y`` (linear, extrapolated at the ends)."""
+    cdef Py_ssize_t jl = <Py_ssize_t>floor(y)
+    cdef Py_ssize_t i
+    cdef double f
+    cdef const double* r0
+    cdef const double* r1
+    if jl < 0: jl = 0
+    if jl > ny - 2: jl = ny - 2
+    f = y - <double>jl
+    r0 = pm + jl * nx * 2
+    r1 = r0 + nx * 2
+    for i in range(nx):
+        outx[i] = r0[2 * i] + f * (r1[2 * i] - r0[2 * i])
+        outy[i] = r0[2 * i + 1] + f * (r1[2 * i + 1] - r0[2 * i + 1])
+
+
+cdef inline double _lerp_at(const double* row, Py_ssize_t nx, double x) noexcept nogil:
+    cdef Py_ssize_t il = <Py_ssize_t>floor(x)
+    if il < 0: il = 0
+    if il > nx - 2: il = nx - 2
+    return row[il] + (x - <double>il) * (row[il + 1] - row[il])
+
+
+# ---------------------------------------------------------------------------
+# separable helpers for turbo / gaussian / lanczos
+# ---------------------------------------------------------------------------
+
+cdef inline double _lanczos(double u, double n) noexcept nogil:
+    cdef double pu
+    u = fabs(u)
+    if u >= n:
+        return 0.0
+    if u < 1e-12:
+        return 1.0
+    pu = M_PI * u
+    return n * sin(pu) * sin(pu / n) / (pu * pu)
+
+
+cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t ny,
+                      const float* wmap, const unsigned char* mask,
+                      const double* pm, Acc* a,
+                      double pixfrac, double pscale, double dscale, double wscale,
+                      Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t y0, Py_ssize_t y1,
+                      const double* chunks, Py_ssize_t chunk, Py_ssize_t nchunk,
+                      long long* nskipped) noexcept nogil:
+    cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce
+    cdef double X, Y, d, w, dh, pfo, fac, efac, es, order, ox, oy, lo, hi
+    cdef double xs[4]
+    cdef double ys[4]
+    cdef double* rows = NULL
+    cdef double* fx = NULL
+    cdef double* fy = NULL
+    cdef Scratch sc
+    cdef int st = ST_OK
+    cdef double band_lo = <double>a.band0 - 0.5
+    cdef double band_hi = <double>a.band1 - 0.5
+    sc.buf = NULL
+    sc.cap = 0
+    dh = 0.5 * pixfrac
+    order = 3.0 if kernel == K_LANCZOS3 else 2.0
+    pfo = 0.0
+    fac = 1.0
+    efac = 0.0
+    es = 0.0
+    if kernel == K_TURBO:
+        pfo = pixfrac / pscale / 2.0
+        fac = 1.0 / (4.0 * pfo * pfo)
+    elif kernel == K_GAUSSIAN:
+        pfo = 2.5 * pixfrac / 2.3548 / pscale
+        if pfo < 1.2 / pscale:
+            pfo = 1.2 / pscale
+        efac = 2.3548 * 2.3548 * pscale * pscale / (2.0 * pixfrac * pixfrac)
+        es = efac / M_PI
+    elif kernel == K_LANCZOS2 or kernel == K_LANCZOS3:
+        pfo = order * pixfrac / pscale
+    if kernel == K_SQUARE:
+        rows = <double*>malloc(4 * nx * sizeof(double))
+        if rows == NULL:
+            return ST_NOMEM
+    else:
+        nb = <Py_ssize_t>(2.0 * pfo) + 3
+        if nb > MAX_DROP_SIDE:
+            return ST_HUGE
+        fx = <double*>malloc(2 * nb * sizeof(double))
+        if fx == NULL:
+            return ST_NOMEM
+        fy = fx + nb
+    for j in range(y0, y1 + 1):
+        # skip rows none of whose chunks reach this band
+        if chunks != NULL:
+            k = 0
+            for c in range(nchunk):
+                if chunks[(j * nchunk + c) * 2] <= band_hi and chunks[(j * nchunk + c) * 2 + 1] >= band_lo:
+                    k = 1
+                    break
+            if k == 0:
+                continue
+        if kernel == K_SQUARE:
+            _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx)
+            _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx)
+        for c in range(x0 // chunk, x1 // chunk + 1):
+            if chunks != NULL and (chunks[(j * nchunk + c) * 2] > band_hi or
+                                   chunks[(j * nchunk + c) * 2 + 1] < band_lo):
+                continue
+            cs = c * chunk
+            ce = cs + chunk - 1
+            if cs < x0: cs = x0
+            if ce > x1: ce = x1
+            for i in range(cs, ce + 1):
+                k = j * nx + i
+                if mask != NULL and mask[k] == 0:
+                    continue
+                w = wscale
+                if wmap != NULL:
+                    w = w * wmap[k]
+                if w == 0.0:
+                    continue
+                d = <double>data[k]
+                if isnan(d):
+                    nskipped[0] += 1
+                    continue
+                d = d * dscale
+                X = pm[2 * k]
+                Y = pm[2 * k + 1]
+                if kernel == K_SQUARE:
+                    lo = <double>i - dh
+                    hi = <double>i + dh
+                    xs[0] = _lerp_at(rows, nx, lo)
+                    ys[0] = _lerp_at(rows + nx, nx, lo)
+                    xs[1] = _lerp_at(rows, nx, hi)
+                    ys[1] = _lerp_at(rows + nx, nx, hi)
+                    xs[2] = _lerp_at(rows + 2 * nx, nx, hi)
+                    ys[2] = _lerp_at(rows + 3 * nx, nx, hi)
+                    xs[3] = _lerp_at(rows + 2 * nx, nx, lo)
+                    ys[3] = _lerp_at(rows + 3 * nx, nx, lo)
+                    if not (isfinite(xs[0]) and isfinite(xs[1]) and isfinite(xs[2]) and isfinite(xs[3])
+                            and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
+                        nskipped[0] += 1
+                        continue
+                    st = _square_pixel(a, &sc, xs, ys, d, w)
+                    if st != ST_OK:
+                        break
+                    continue
+                if not (isfinite(X) and isfinite(Y)):
+                    nskipped[0] += 1
+                    continue
+                if kernel == K_POINT:
+                    ii = _iround(X)
+                    jj = _iround(Y)
+                    if 0 <= ii < a.onx and a.band0 <= jj < a.band1:
+                        _add(a, ii, jj, w, d)
+                    continue
+                ii0 = _iround(X - pfo)
+                ii1 = _iround(X + pfo)
+                jj0 = _iround(Y - pfo)
+                jj1 = _iround(Y + pfo)
+                if ii0 < 0: ii0 = 0
+                if ii1 > a.onx - 1: ii1 = a.onx - 1
+                if jj0 < a.band0: jj0 = a.band0
+                if jj1 > a.band1 - 1: jj1 = a.band1 - 1
+                if ii0 > ii1 or jj0 > jj1:
+                    continue
+                if ii1 - ii0 + 1 > nb or jj1 - jj0 + 1 > nb:
+                    st = ST_HUGE
+                    break
+                if kernel == K_TURBO:
+                    for ii in range(ii0, ii1 + 1):
+                        ox = (X + pfo if X + pfo < ii + 0.5 else ii + 0.5) - \
+                             (X - pfo if X - pfo > ii - 0.5 else ii - 0.5)
+                        fx[ii - ii0] = ox if ox > 0.0 else 0.0
+                    for jj in range(jj0, jj1 + 1):
+                        oy = (Y + pfo if Y + pfo < jj + 0.5 else jj + 0.5) - \
+                             (Y - pfo if Y - pfo > jj - 0.5 else jj - 0.5)
+                        fy[jj - jj0] = oy * fac if oy > 0.0 else 0.0
+                elif kernel == K_GAUSSIAN:
+                    for ii in range(ii0, ii1 + 1):
+                        ox = X - <double>ii
+                        fx[ii - ii0] = exp(-ox * ox * efac)
+                    for jj in range(jj0, jj1 + 1):
+                        oy = Y - <double>jj
+                        fy[jj - jj0] = es * exp(-oy * oy * efac)
+                else:
+                    for ii in range(ii0, ii1 + 1):
+                        fx[ii - ii0] = _lanczos((X - <double>ii) * pscale / pixfrac, order)
+                    for jj in range(jj0, jj1 + 1):
+                        fy[jj - jj0] = _lanczos((Y - <double>jj) * pscale / pixfrac, order)
+                for jj in range(jj0, jj1 + 1):
+                    oy = fy[jj - jj0]
+                    if oy == 0.0:
+                        continue
+                    for ii in range(ii0, ii1 + 1):
+                        ox = fx[ii - ii0] * oy
+                        if ox != 0.0:
+                            _add(a, ii, jj, ox * w, d)
+            if st != ST_OK:
+                break
+        if st != ST_OK:
+            break
+    free(rows)
+    free(fx)
+    free(sc.buf)
+    return st
+
+
+def drizzle_band(const float[:, ::1] data,
+                 const float[:, ::1] weight,
+                 const unsigned char[:, ::1] mask,
+                 const double[:, :, ::1] pixmap,
+                 double[:, ::1] acc_sum,
+                 double[:, ::1] acc_wht,
+                 int[:, ::1] ctx,
+                 unsigned int bit,
+                 int kernel,
+                 double pixfrac,
+                 double pscale,
+                 double dscale,
+                 double wscale,
+                 Py_ssize_t xmin, Py_ssize_t xmax, Py_ssize_t ymin, Py_ssize_t ymax,
+                 Py_ssize_t band0, Py_ssize_t band1,
+                 const double[:, :, ::1] chunks,
+                 Py_ssize_t chunk):
+    """Drizzle one input image into output rows ``[band0, band1)``.
+
+    ``weight``, ``mask``, ``ctx`` and ``chunks`` may be None.  Returns
+    ``(status, nskipped)``; status 0 is success (see core.py for the others).
+    """
+    cdef Acc a
+    cdef Py_ssize_t ny = data.shape[0], nx = data.shape[1]
+    cdef const float* wp = NULL
+    cdef const unsigned char* mp = NULL
+    cdef const double* cp = NULL
+    cdef Py_ssize_t nchunk = 0
+    cdef long long nskipped = 0
+    cdef int st
+    a.onx = acc_sum.shape[1]
+    a.ony = acc_sum.shape[0]
+    a.s = &acc_sum[0, 0]
+    a.w = &acc_wht[0, 0]
+    a.ctx = NULL
+    a.bit = bit
+    if band0 < 0:
+        band0 = 0
+    if band1 > a.ony:
+        band1 = a.ony
+    a.band0 = band0
+    a.band1 = band1
+    if ctx is not None:
+        a.ctx = &ctx[0, 0]
+    if weight is not None:
+        wp = &weight[0, 0]
+    if mask is not None:
+        mp = &mask[0, 0]
+    if chunks is not None:
+        cp = &chunks[0, 0, 0]
+        nchunk = chunks.shape[1]
+    if band0 >= band1 or xmin > xmax or ymin > ymax:
+        return 0, 0
+    if chunk <= 0 or cp == NULL:
+        chunk = nx
+    with nogil:
+        st = _kernel_rows(kernel, &data[0, 0], nx, ny, wp, mp, &pixmap[0, 0, 0], &a,
+                          pixfrac, pscale, dscale, wscale, xmin, xmax, ymin, ymax,
+                          cp, chunk, nchunk, &nskipped)
+    return st, nskipped
+
+
+def chunk_yranges(const double[:, :, ::1] pixmap, double margin, Py_ssize_t chunk):
+    """Output-y range reached by each run of ``chunk`` pixels of every input row.
+
+    Returns float64 ``(ny, nchunk, 2)``: ``[ymin, ymax]`` of the pixel centres
+    in the run, widened by the local pixel-to-pixel step (drop corners) and by
+    ``margin`` (kernel support).  Runs whose centres are all NaN get an empty
+    range.  Used to skip work outside a band of output rows.
+    """
+    cdef Py_ssize_t ny = pixmap.shape[0], nx = pixmap.shape[1]
+    cdef Py_ssize_t nchunk = (nx + chunk - 1) // chunk
+    cdef cnp.ndarray[cnp.float64_t, ndim=3] out = np.empty((ny, nchunk, 2), dtype=np.float64)
+    cdef double[:, :, ::1] o = out
+    cdef Py_ssize_t i, j, c, i0, i1
+    cdef double lo, hi, step, y, t
+    with nogil:
+        for j in range(ny):
+            for c in range(nchunk):
+                i0 = c * chunk
+                i1 = i0 + chunk
+                if i1 > nx:
+                    i1 = nx
+                lo = 1e300
+                hi = -1e300
+                step = 0.0
+                for i in range(i0, i1):
+                    y = pixmap[j, i, 1]
+                    if isnan(y):
+                        continue
+                    if y < lo: lo = y
+                    if y > hi: hi = y
+                    if i + 1 < nx:
+                        t = fabs(pixmap[j, i + 1, 1] - y)
+                        if t > step: step = t
+                    if i > 0:
+                        t = fabs(pixmap[j, i - 1, 1] - y)
+                        if t > step: step = t
+                    if j + 1 < ny:
+                        t = fabs(pixmap[j + 1, i, 1] - y)
+                        if t > step: step = t
+                    if j > 0:
+                        t = fabs(pixmap[j - 1, i, 1] - y)
+                        if t > step: step = t
+                if lo > hi:
+                    o[j, c, 0] = 1e300
+                    o[j, c, 1] = -1e300
+                else:
+                    o[j, c, 0] = lo - 2.0 * step - margin
+                    o[j, c, 1] = hi + 2.0 * step + margin
+    return out
+
+
+def count_nonfinite(const double[:, :, ::1] pixmap):
+    """Number of pixel-map entries that are NaN or infinite."""
+    cdef Py_ssize_t n = pixmap.shape[0] * pixmap.shape[1] * pixmap.shape[2], k
+    cdef const double* p = &pixmap[0, 0, 0]
+    cdef long long bad = 0
+    with nogil:
+        for k in range(n):
+            if not isfinite(p[k]):
+                bad += 1
+    return bad
+
+
+def finish_into(const double[:, ::1] acc_sum, const double[:, ::1] acc_wht,
+                float[:, ::1] out_img, float[:, ::1] out_wht, float fillval,
+                Py_ssize_t row0, Py_ssize_t row1):
+    """Weighted mean ``sum / wht`` (float32) where ``wht != 0``, else ``fillval``."""
+    cdef Py_ssize_t nx = acc_sum.shape[1], i, j
+    cdef double w
+    with nogil:
+        for j in range(row0, row1):
+            for i in range(nx):
+                w = acc_wht[j, i]
+                out_wht[j, i] = <float>w
+                if w != 0.0:
+                    out_img[j, i] = <float>(acc_sum[j, i] / w)
+                else:
+                    out_img[j, i] = fillval

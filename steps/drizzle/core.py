@@ -1,0 +1,597 @@
+"""Drizzle and blot on plain numpy arrays: the public face of the Cython core.
+
+The core knows nothing about WCS: a *pixel map* says where each input pixel
+centre lands on the output grid (see :mod:`drizzleflow.steps.drizzle.pixmap`),
+and the kernels move flux.  Everything here validates arrays once, at the
+boundary, and raises :class:`DrizzleArrayError` naming the argument and the
+fix; the compiled loops then run without the GIL.
+
+Quick start::
+
+    from drizzleflow.steps.drizzle.core import Drizzle, blot
+    drz = Drizzle(out_shape=(ny, nx), kernel="square", fillval=float("nan"))
+    drz.add_image(sci, pixmap, exptime=400.0, weight=wht, pixfrac=0.8,
+                  in_units="counts", scale=0.457)
+    sci_out, wht_out, ctx = drz.finish()
+    back = blot(sci_out, pixmap, interp="poly5", exptime=400.0, scale=0.457)
+"""
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from drizzleflow.engine.errors import DrizzleflowError
+
+from . import _blot, _core
+
+__all__ = [
+    "DrizzleArrayError",
+    "Drizzle",
+    "DrizzleInput",
+    "drizzle_many",
+    "blot",
+    "KERNELS",
+    "INTERPOLANTS",
+]
+
+log = logging.getLogger(__name__)
+
+#: drizzle kernels and their codes in the Cython core
+KERNELS = {"square": 0, "turbo": 1, "point": 2, "gaussian": 3, "lanczos2": 4, "lanczos3": 5}
+#: blot interpolants and their codes in the Cython core
+INTERPOLANTS = {"nearest": 0, "linear": 1, "poly3": 2, "poly5": 3, "sinc": 4, "lanczos3": 5}
+
+_CTX_BITS = 32
+_CHUNK = 32          # input pixels per run when skipping work outside a band
+_ST_NOMEM, _ST_HUGE = 1, 2
+
+
+class DrizzleArrayError(DrizzleflowError, ValueError):
+    """An array or parameter given to the drizzle/blot core is unusable.
+
+    ``argument`` names the offending argument; the message says how to fix it.
+    """
+
+    def __init__(self, argument: str, problem: str):
+        self.argument, self.problem = argument, problem
+        super().__init__(f"{argument}: {problem}")
+
+
+# ---------------------------------------------------------------------------
+# boundary checks
+# ---------------------------------------------------------------------------
+
+def _check_array(name, arr, dtype, ndim, shape=None):
+    """Return ``arr`` if it is a native-endian C-contiguous ``dtype`` array, else raise."""
+    dtype = np.dtype(dtype)
+    if not isinstance(arr, np.ndarray):
+        raise DrizzleArrayError(name, f"expected a numpy array, got {type(arr).__name__}; "
+                                      f"use np.asarray({name}, dtype=np.{dtype.name})")
+    if arr.ndim != ndim:
+        raise DrizzleArrayError(name, f"expected {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype.kind != dtype.kind or arr.dtype.itemsize != dtype.itemsize:
+        raise DrizzleArrayError(name, f"dtype {arr.dtype} is not {dtype.name}; convert it once "
+                                      f"with {name}.astype(np.{dtype.name})")
+    if not arr.dtype.isnative:
+        raise DrizzleArrayError(name, f"big-endian {arr.dtype.str} data (as read from FITS); convert "
+                                      f"it with {name}.astype(np.{dtype.name}) (native byte order)")
+    if not arr.flags.c_contiguous:
+        raise DrizzleArrayError(name, f"array is not C-contiguous (a slice or transpose?); use "
+                                      f"np.ascontiguousarray({name})")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise DrizzleArrayError(name, f"shape {arr.shape} does not match the expected {tuple(shape)}")
+    return arr
+
+
+def _check_mask(name, mask, shape):
+    if mask is None:
+        return None
+    if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+        mask = _check_array(name, mask.view(np.uint8), np.uint8, 2, shape)
+        return mask
+    return _check_array(name, mask, np.uint8, 2, shape)
+
+
+def _check_positive(name, value, allow_zero=False):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DrizzleArrayError(name, f"expected a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise DrizzleArrayError(name, f"must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _fill_value(fillval):
+    """None / "INDEF" / "nan" -> NaN; numbers as float32 (the value written)."""
+    if fillval is None:
+        return np.float32(np.nan)
+    if isinstance(fillval, str):
+        text = fillval.strip().upper()
+        if text in ("", "INDEF", "NAN"):
+            return np.float32(np.nan)
+        try:
+            return np.float32(float(text))
+        except ValueError:
+            raise DrizzleArrayError("fillval", f"expected a number, NaN or 'INDEF', got {fillval!r}") from None
+    try:
+        return np.float32(fillval)
+    except (TypeError, ValueError):
+        raise DrizzleArrayError("fillval", f"expected a number, got {fillval!r}") from None
+
+
+def _raise_status(status):
+    if status == _ST_NOMEM:
+        raise MemoryError("drizzle core: out of memory for a scratch buffer")
+    if status == _ST_HUGE:
+        raise DrizzleArrayError("pixmap", "one input pixel spans more than 4096 output pixels; the "
+                                          "pixel map (or scale/pixfrac) is wrong for this output grid")
+    if status:
+        raise RuntimeError(f"drizzle core: unexpected status {status}")
+
+
+def _bands(n, parts):
+    """Split ``range(n)`` into ``parts`` contiguous [start, stop) bands."""
+    parts = max(1, min(parts, n))
+    edges = [round(k * n / parts) for k in range(parts + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k + 1] > edges[k]]
+
+
+def _check_threads(threads):
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise DrizzleArrayError("threads", f"expected an integer >= 1, got {threads!r}")
+    return int(threads)
+
+
+# ---------------------------------------------------------------------------
+# drizzle
+# ---------------------------------------------------------------------------
+
+@dataclass
+class DrizzleInput:
+    """One image to drizzle, with everything :meth:`Drizzle.add_image` takes.
+
+    Used by :func:`drizzle_many` / :meth:`Drizzle.add_images`; the fields have
+    the meaning of the :meth:`Drizzle.add_image` arguments of the same names.
+    """
+
+    data: np.ndarray
+    pixmap: np.ndarray
+    exptime: float = 1.0
+    weight: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    pixfrac: float = 1.0
+    in_units: str = "cps"
+    scale: float = 1.0
+    iscale: float | None = None
+    wt_scl: float = 1.0
+    input_id: int | None = None
+    xmin: int | None = None
+    xmax: int | None = None
+    ymin: int | None = None
+    ymax: int | None = None
+    on_nan: str = "raise"
+
+
+@dataclass
+class _Job:
+    """A validated input, ready for the compiled core."""
+
+    data: np.ndarray
+    weight: np.ndarray | None
+    mask: np.ndarray | None
+    pixmap: np.ndarray
+    kernel: int
+    pixfrac: float
+    scale: float
+    dscale: float
+    wscale: float
+    box: tuple
+    ctx_id: int | None
+    support: float
+    nskipped: int
+    chunks: np.ndarray | None = None
+
+
+class Drizzle:
+    """Accumulate images onto one output grid with the drizzle algorithm.
+
+    Each input pixel is shrunk by ``pixfrac``, mapped through its pixel map
+    onto the output grid and its value is shared among the output pixels it
+    overlaps, weighted by the overlap fraction times its input weight
+    (Fruchter & Hook 2002).  The output is the weighted mean of everything
+    that landed on each pixel; the output weight is the sum of the weights.
+
+    Parameters
+    ----------
+    out_shape : tuple of int
+        ``(ny, nx)`` of the output grid.
+    kernel : str
+        How an input pixel's flux is spread on the output:
+
+        * ``"square"`` (default) -- the exact overlap area of the shrunken,
+          mapped pixel (a quadrilateral: rotation, shear and distortion are
+          honoured) with each output pixel.  Flux conserving.
+        * ``"turbo"`` -- an axis-aligned square of side ``pixfrac / scale``
+          output pixels around the mapped centre: fast, exact only without
+          rotation; flux conserving.
+        * ``"point"`` -- all of it into the output pixel containing the
+          mapped centre; flux conserving, leaves holes unless heavily dithered.
+        * ``"gaussian"`` -- a Gaussian of FWHM ``pixfrac`` input pixels; not
+          normalised on the grid, so *not* flux conserving.
+        * ``"lanczos2"``, ``"lanczos3"`` -- separable Lanczos windows of
+          ``n * pixfrac`` input pixels; negative lobes, not flux conserving,
+          meant for ``pixfrac = scale = 1``.
+    fillval : float, str or None
+        Value written into output pixels whose **total weight is exactly 0**
+        (nothing with a non-zero weight landed there).  Exactly that value is
+        written (as float32); ``None``, ``"INDEF"`` and ``"nan"`` mean NaN.
+        Pixels with weight keep the weighted mean.  Zero-weight inputs never
+        write data (drizzle 2.x semantics, not AstroDrizzle's INDEF "last
+        zero-weight value").
+    max_ctx_id : int or None
+        Largest context id you expect, to size the context image up front.
+        More planes are added automatically when a larger id arrives.
+    disable_ctx : bool
+        Do not keep a context image.
+
+    Notes
+    -----
+    **Context image (bits).**  ``out_ctx`` is int32 of shape
+    ``(nplanes, ny, nx)``; input number ``k`` (``input_id``, 0-based, by
+    default the order of :meth:`add_image` calls) sets bit ``k % 32`` of
+    plane ``k // 32`` in every output pixel to which it contributed a
+    positive weight.  Test it with ``(ctx[k // 32] >> (k % 32)) & 1``;
+    bit 31 makes the int32 negative, which is expected.
+
+    **Accumulation.**  Internally the sums ``sum(w * d)`` and ``sum(w)`` are
+    kept in float64 and the float32 mean is formed by :meth:`finish` (and
+    the ``out_img`` property); an identity map with pixfrac 1 therefore
+    returns the input exactly.  Results do not depend on the number of
+    threads: every output pixel receives its contributions in the same order
+    (image order, then input row-major) however the output is split.
+    """
+
+    def __init__(self, out_shape, kernel="square", fillval=0.0, max_ctx_id=None, disable_ctx=False):
+        try:
+            ny, nx = (int(v) for v in out_shape)
+        except (TypeError, ValueError):
+            raise DrizzleArrayError("out_shape", f"expected (ny, nx), got {out_shape!r}") from None
+        if ny < 1 or nx < 1:
+            raise DrizzleArrayError("out_shape", f"must be positive, got {out_shape!r}")
+        if kernel == "tophat":
+            raise DrizzleArrayError("kernel", "'tophat' was removed from AstroDrizzle; use 'square' or 'gaussian'")
+        if kernel not in KERNELS:
+            raise DrizzleArrayError("kernel", f"unknown kernel {kernel!r}; choose one of {sorted(KERNELS)}")
+        self.kernel = kernel
+        self.out_shape = (ny, nx)
+        self.fillval = _fill_value(fillval)
+        self._sum = np.zeros((ny, nx), dtype=np.float64)
+        self._wht = np.zeros((ny, nx), dtype=np.float64)
+        self._disable_ctx = bool(disable_ctx)
+        if self._disable_ctx:
+            self._ctx = None
+        else:
+            nplanes = 1 if max_ctx_id is None else int(max_ctx_id) // _CTX_BITS + 1
+            self._ctx = np.zeros((nplanes, ny, nx), dtype=np.int32)
+        self._next_id = 0
+        self.total_exptime = 0.0
+        self.ninputs = 0
+        self._cache = None
+
+    # ---- results -----------------------------------------------------------------
+    @property
+    def out_img(self):
+        """float32 weighted mean; ``fillval`` where the total weight is 0."""
+        return self._finished()[0]
+
+    @property
+    def out_wht(self):
+        """float32 total weight of each output pixel."""
+        return self._finished()[1]
+
+    @property
+    def out_ctx(self):
+        """int32 context bit planes ``(nplanes, ny, nx)``, or None if disabled."""
+        return self._ctx
+
+    def finish(self):
+        """Return ``(out_img, out_wht, out_ctx)`` with the fill value applied.
+
+        The accumulator stays valid: more images may be added afterwards.
+        """
+        img, wht = self._finished()
+        return img, wht, self._ctx
+
+    def _finished(self):
+        if self._cache is None:
+            img = np.empty(self.out_shape, dtype=np.float32)
+            wht = np.empty(self.out_shape, dtype=np.float32)
+            _core.finish_into(self._sum, self._wht, img, wht, self.fillval, 0, self.out_shape[0])
+            self._cache = (img, wht)
+        return self._cache
+
+    # ---- adding images -----------------------------------------------------------
+    def add_image(self, data, pixmap, exptime=1.0, weight=None, mask=None, pixfrac=1.0,
+                  in_units="cps", scale=1.0, iscale=None, wt_scl=1.0, input_id=None,
+                  xmin=None, xmax=None, ymin=None, ymax=None, on_nan="raise", threads=1):
+        """Drizzle one image onto the output.
+
+        Parameters
+        ----------
+        data : float32 ndarray (ny, nx)
+            Input values, native byte order, C-contiguous (convert FITS data
+            once with ``data.astype(np.float32)``).  NaN pixels are skipped.
+        pixmap : float64 ndarray (ny, nx, 2)
+            ``pixmap[j, i] = (x, y)``, 0-based output coordinates of the
+            centre of input pixel (i, j); see :func:`.pixmap.pixmap`.
+        exptime : float
+            Exposure time (s).  With ``in_units="counts"`` the data are divided
+            by it, so the output is a rate; it is also summed into
+            ``total_exptime``.
+        weight : float32 ndarray (ny, nx), optional
+            Per-pixel input weight (e.g. ``exptime * good`` or an inverse
+            variance); 0 excludes a pixel.  Default 1 everywhere.
+        mask : uint8 or bool ndarray (ny, nx), optional
+            Good-pixel mask; pixels where it is 0/False are excluded.
+        pixfrac : float
+            Linear size of the drop as a fraction of an input pixel: the input
+            pixel is shrunk about its centre to ``pixfrac`` of its side before
+            it is mapped.  1 spreads the flux over the whole pixel footprint;
+            smaller values sharpen the output at the cost of weight uniformity
+            (keep it large enough that every output pixel gets some drops).
+            Values below 0.001 switch to the ``point`` kernel.
+        in_units : {"cps", "counts"}
+            Units of ``data``; "counts" are divided by ``exptime``.
+        scale : float
+            Pixel scale ratio ``s`` = output pixel size / input pixel size
+            (e.g. 0.0455"/0.0996" = 0.457 for WFPC2 WF onto a PC-like grid).
+            It sizes the turbo/gaussian/lanczos kernels (in output pixels a
+            drop is ``pixfrac / s`` wide) and sets the default ``iscale``.
+        iscale : float, optional
+            Factor applied to the data values.  Default ``scale**2``: the
+            drizzlepac convention for per-pixel quantities (counts or counts/s
+            per *input* pixel become per *output* pixel).  Use ``iscale=1`` for
+            surface-brightness units.
+        wt_scl : float
+            Factor applied to the weights.
+        input_id : int, optional
+            Context id (0-based) of this image; default: the next unused one.
+        xmin, xmax, ymin, ymax : int, optional
+            Inclusive 0-based sub-region of the input to drizzle (default all).
+        on_nan : {"raise", "skip"}
+            What to do with NaN/inf in ``pixmap``: raise
+            :class:`DrizzleArrayError` (default) or skip the pixels whose
+            drop needs such a value (for the square kernel, also the
+            neighbours whose corners are interpolated from it).
+        threads : int
+            Threads working on disjoint bands of output rows.
+
+        Returns
+        -------
+        int
+            Number of input pixels with NaN data or a NaN/inf map entry
+            (skipped; the square kernel may skip a few more neighbours).
+        """
+        item = DrizzleInput(data=data, pixmap=pixmap, exptime=exptime, weight=weight, mask=mask,
+                            pixfrac=pixfrac, in_units=in_units, scale=scale, iscale=iscale,
+                            wt_scl=wt_scl, input_id=input_id, xmin=xmin, xmax=xmax, ymin=ymin,
+                            ymax=ymax, on_nan=on_nan)
+        return self.add_images([item], threads=threads)
+
+    def add_images(self, items: Iterable, threads=1):
+        """Drizzle several images (``DrizzleInput``, dicts or tuples), possibly in threads.
+
+        With ``threads > 1`` the output rows are split into bands, each worked
+        on by one thread over all images in order; the result is
+        bit-identical to ``threads=1``.  Returns the number of input pixels
+        with NaN data or NaN/inf map entries (skipped).
+        """
+        threads = _check_threads(threads)
+        jobs = []
+        for n, item in enumerate(items):
+            if isinstance(item, dict):
+                item = DrizzleInput(**item)
+            elif isinstance(item, (tuple, list)):
+                item = DrizzleInput(*item)
+            elif not isinstance(item, DrizzleInput):
+                raise DrizzleArrayError(f"images[{n}]", "expected a DrizzleInput, dict or tuple")
+            jobs.append(self._prepare(item))
+        if not jobs:
+            return 0
+        ny = self.out_shape[0]
+        self._cache = None
+        if threads == 1:
+            for job in jobs:
+                self._run(job, 0, ny)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for job, ch in zip(jobs, pool.map(
+                        lambda j: _core.chunk_yranges(j.pixmap, j.support, _CHUNK), jobs)):
+                    job.chunks = ch
+                bands = _bands(ny, 4 * threads)
+                list(pool.map(lambda b: [self._run(job, *b) for job in jobs], bands))
+        self.ninputs += len(jobs)
+        return sum(job.nskipped for job in jobs)
+
+    def _run(self, job, band0, band1):
+        if job.ctx_id is None:
+            ctx, bit = None, 0
+        else:
+            ctx = self._ctx[job.ctx_id // _CTX_BITS]
+            bit = 1 << (job.ctx_id % _CTX_BITS)
+        x0, x1, y0, y1 = job.box
+        status, skipped = _core.drizzle_band(
+            job.data, job.weight, job.mask, job.pixmap, self._sum, self._wht, ctx, bit,
+            job.kernel, job.pixfrac, job.scale, job.dscale, job.wscale, x0, x1, y0, y1,
+            band0, band1, job.chunks, _CHUNK)
+        _raise_status(status)
+
+    def _prepare(self, it: DrizzleInput) -> _Job:
+        data = _check_array("data", it.data, np.float32, 2)
+        ny, nx = data.shape
+        if ny < 2 or nx < 2:
+            raise DrizzleArrayError("data", f"needs at least 2 x 2 pixels, got shape {data.shape}")
+        pixmap = _check_array("pixmap", it.pixmap, np.float64, 3, (ny, nx, 2))
+        weight = None if it.weight is None else _check_array("weight", it.weight, np.float32, 2, (ny, nx))
+        mask = _check_mask("mask", it.mask, (ny, nx))
+        pixfrac = _check_positive("pixfrac", it.pixfrac)
+        scale = _check_positive("scale", it.scale)
+        wscale = float(it.wt_scl)
+        if not math.isfinite(wscale):
+            raise DrizzleArrayError("wt_scl", f"must be finite, got {it.wt_scl!r}")
+        if it.in_units not in ("cps", "counts"):
+            raise DrizzleArrayError("in_units", f"expected 'cps' or 'counts', got {it.in_units!r}")
+        exptime = _check_positive("exptime", it.exptime, allow_zero=it.in_units == "cps")
+        iscale = scale * scale if it.iscale is None else float(it.iscale)
+        if not math.isfinite(iscale):
+            raise DrizzleArrayError("iscale", f"must be finite, got {it.iscale!r}")
+        dscale = iscale / exptime if it.in_units == "counts" else iscale
+        if it.on_nan not in ("raise", "skip"):
+            raise DrizzleArrayError("on_nan", f"expected 'raise' or 'skip', got {it.on_nan!r}")
+        if it.on_nan == "raise":
+            nbad = _core.count_nonfinite(pixmap)
+            if nbad:
+                raise DrizzleArrayError("pixmap", f"{nbad} NaN/inf entries; fix the WCS mapping or pass "
+                                                  "on_nan='skip' to leave those pixels out")
+        kernel = self.kernel
+        if pixfrac < 0.001 and kernel != "point":
+            log.info("pixfrac %g < 0.001: using the point kernel", pixfrac)
+            kernel = "point"
+        box = []
+        for name, value, default, top in (("xmin", it.xmin, 0, nx - 1), ("xmax", it.xmax, nx - 1, nx - 1),
+                                          ("ymin", it.ymin, 0, ny - 1), ("ymax", it.ymax, ny - 1, ny - 1)):
+            if value is None:
+                value = default
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise DrizzleArrayError(name, f"expected an integer pixel index, got {value!r}") from None
+            box.append(min(max(value, 0), top))
+        ctx_id = None
+        if not self._disable_ctx:
+            ctx_id = self._next_id if it.input_id is None else int(it.input_id)
+            if ctx_id < 0:
+                raise DrizzleArrayError("input_id", f"must be >= 0, got {it.input_id!r}")
+            self._next_id = max(self._next_id, ctx_id + 1)
+            plane = ctx_id // _CTX_BITS
+            if plane >= self._ctx.shape[0]:
+                grow = np.zeros((plane + 1 - self._ctx.shape[0],) + self.out_shape, dtype=np.int32)
+                self._ctx = np.concatenate([self._ctx, grow])
+        self.total_exptime += exptime
+        support = {"square": 1.0, "point": 1.0, "turbo": pixfrac / scale / 2 + 1,
+                   "gaussian": max(2.5 * pixfrac / 2.3548 / scale, 1.2 / scale) + 1,
+                   "lanczos2": 2 * pixfrac / scale + 1, "lanczos3": 3 * pixfrac / scale + 1}[kernel]
+        x0, x1, y0, y1 = box
+        nskipped = int(np.count_nonzero(np.isnan(data[y0:y1 + 1, x0:x1 + 1])))
+        if it.on_nan == "skip":
+            bad = ~np.isfinite(pixmap[y0:y1 + 1, x0:x1 + 1]).all(axis=2)
+            nskipped += int(np.count_nonzero(bad))
+        return _Job(data, weight, mask, pixmap, KERNELS[kernel], pixfrac, scale, dscale, wscale,
+                    tuple(box), ctx_id, support, nskipped)
+
+
+def drizzle_many(images: Sequence, out_shape, kernel="square", fillval=0.0, threads=1,
+                 disable_ctx=False, max_ctx_id=None) -> Drizzle:
+    """Drizzle a list of images onto one new output grid.
+
+    ``images`` holds :class:`DrizzleInput` objects (or dicts / tuples in the
+    field order ``(data, pixmap, exptime, weight, mask, pixfrac, in_units,
+    scale, ...)``).  ``threads`` threads share the work by bands of output
+    rows; the result is bit-identical whatever ``threads`` is.  Returns the
+    :class:`Drizzle` accumulator; call ``.finish()`` for the arrays.
+    """
+    images = list(images)
+    if max_ctx_id is None and images:
+        max_ctx_id = len(images) - 1
+    drz = Drizzle(out_shape, kernel=kernel, fillval=fillval, max_ctx_id=max_ctx_id,
+                  disable_ctx=disable_ctx)
+    drz.add_images(images, threads=threads)
+    return drz
+
+
+# ---------------------------------------------------------------------------
+# blot
+# ---------------------------------------------------------------------------
+
+def blot(image, pixmap, interp="poly5", sinscl=1.0, exptime=1.0, scale=1.0, iscale=None,
+         fillval=0.0, out=None, threads=1):
+    """Resample an output-frame image back onto an input grid.
+
+    ``result[j, i] = iscale * I(image, pixmap[j, i])`` where ``pixmap`` is
+    the *same* map that drizzled input pixel (i, j) onto ``image``'s grid and
+    ``I`` interpolates ``image`` at that position.
+
+    Parameters
+    ----------
+    image : float32 ndarray (NY, NX)
+        The image to sample (e.g. the median of the separate drizzles).
+    pixmap : float64 ndarray (ny, nx, 2)
+        Position ``(x, y)`` in ``image`` of every pixel of the result.
+    interp : str
+        ``nearest``, ``linear`` (bilinear), ``poly3`` / ``poly5`` (4x4 / 6x6
+        Lagrange polynomials, the IRAF/drizzle interior polynomials;
+        ``poly5`` is AstroDrizzle's default), ``sinc`` (15-tap tapered sinc,
+        argument multiplied by ``sinscl``), ``lanczos3`` (6x6, normalised).
+        Beyond the image edge the polynomials use point reflection.
+    sinscl : float
+        Scale of the sinc argument (``sinc`` only).
+    exptime, scale : float
+        Define the default ``iscale = exptime / scale**2``: it undoes
+        :meth:`Drizzle.add_image` with ``in_units="counts"`` and the default
+        ``iscale = scale**2`` (a rate per output pixel becomes counts per
+        input pixel).  ``scale`` is the same output/input pixel-size ratio.
+    iscale : float, optional
+        Explicit multiplicative factor (overrides exptime/scale).
+    fillval : float
+        Written where the position is outside ``0 <= x < NX``, ``0 <= y < NY``
+        or NaN.
+    out : float32 ndarray (ny, nx), optional
+        Where to write the result.
+    threads : int
+        Threads over disjoint row ranges (result independent of the number).
+
+    Returns
+    -------
+    float32 ndarray (ny, nx)
+    """
+    image = _check_array("image", image, np.float32, 2)
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DrizzleArrayError("image", "is empty")
+    pixmap = _check_array("pixmap", pixmap, np.float64, 3)
+    if pixmap.shape[2] != 2:
+        raise DrizzleArrayError("pixmap", f"last axis must hold (x, y), got shape {pixmap.shape}")
+    if interp not in INTERPOLANTS:
+        raise DrizzleArrayError("interp", f"unknown interpolant {interp!r}; choose one of {sorted(INTERPOLANTS)}")
+    sinscl = _check_positive("sinscl", sinscl)
+    if iscale is None:
+        factor = _check_positive("exptime", exptime) / _check_positive("scale", scale) ** 2
+    else:
+        factor = float(iscale)
+        if not math.isfinite(factor):
+            raise DrizzleArrayError("iscale", f"must be finite, got {iscale!r}")
+    shape = pixmap.shape[:2]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    else:
+        out = _check_array("out", out, np.float32, 2, shape)
+    fill = _fill_value(fillval)
+    threads = _check_threads(threads)
+    code = INTERPOLANTS[interp]
+
+    def run(band):
+        return _blot.blot_rows(image, pixmap, out, code, sinscl, factor, fill, band[0], band[1])
+
+    if threads == 1:
+        run((0, shape[0]))
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, _bands(shape[0], 4 * threads)))
+    return out

@@ -1,0 +1,354 @@
+"""Physics invariants and boundary behaviour of the Cython drizzle core."""
+import threading
+
+import numpy as np
+import pytest
+
+from drizzleflow.engine.errors import DrizzleflowError
+from drizzleflow.steps.drizzle import Drizzle, DrizzleArrayError, DrizzleInput, drizzle_many
+
+
+def _grid(ny, nx):
+    y, x = np.indices((ny, nx), dtype=np.float64)
+    return x, y
+
+
+def _affine_map(ny, nx, scale=1.0, theta=0.0, shift=(0.0, 0.0), curve=0.0, mirror=False):
+    """Input pixel -> output position: rotate/scale (output px per input px = 1/scale), shift, bend."""
+    x, y = _grid(ny, nx)
+    c, s = np.cos(theta) / scale, np.sin(theta) / scale
+    sx = -1.0 if mirror else 1.0
+    X = sx * (c * x - s * y) + curve * (x - nx / 2) ** 2 / scale + shift[0]
+    Y = s * x + c * y + 0.5 * curve * (x - nx / 2) * (y - ny / 2) / scale + shift[1]
+    return np.ascontiguousarray(np.dstack([X, Y]))
+
+
+def _data(ny=40, nx=50, seed=3):
+    rng = np.random.default_rng(seed)
+    return (rng.random((ny, nx)) + 0.5).astype(np.float32)
+
+
+def _flux(drz):
+    img, wht, _ = drz.finish()
+    good = wht > 0
+    return float(np.sum(img[good].astype(np.float64) * wht[good]))
+
+
+@pytest.mark.parametrize("kernel", ["square", "turbo", "point"])
+@pytest.mark.parametrize("pixfrac", [0.5, 0.8, 1.0])
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 2.5])
+def test_flux_conservation(kernel, pixfrac, ratio):
+    # "flux" = sum over output of SCI * WHT with unit weights and iscale=1
+    # (ALGORITHMS 2.1): each input pixel's weight fractions sum to 1.
+    data = _data()
+    ny, nx = data.shape
+    scale = 1.0 / ratio  # output/input pixel size; drop is `ratio` output pixels wide
+    theta = 0.0 if kernel == "turbo" else 0.4
+    pm = _affine_map(ny, nx, scale=scale, theta=theta, shift=(30 * ratio + 10, 10), curve=0.002)
+    out = (int(90 * ratio) + 30, int(90 * ratio) + 40)
+    assert pm[..., 0].min() > 2 and pm[..., 1].min() > 2
+    assert pm[..., 0].max() < out[1] - 3 and pm[..., 1].max() < out[0] - 3
+    drz = Drizzle(out, kernel=kernel)
+    drz.add_image(data, pm, pixfrac=pixfrac, scale=scale, iscale=1.0)
+    total = float(data.astype(np.float64).sum())
+    assert _flux(drz) == pytest.approx(total, rel=1e-5)
+    assert float(drz.out_wht.astype(np.float64).sum()) == pytest.approx(data.size, rel=1e-5)
+
+
+def test_iscale_default_is_scale_squared_and_counts_divide_by_exptime():
+    data = _data()
+    pm = _affine_map(*data.shape, scale=0.5, shift=(5, 5))
+    a = Drizzle((120, 140))
+    a.add_image(data, pm, scale=0.5)
+    b = Drizzle((120, 140))
+    b.add_image(data * np.float32(8.0), pm, scale=0.5, exptime=8.0, in_units="counts")
+    assert _flux(a) == pytest.approx(0.25 * float(data.astype(np.float64).sum()), rel=1e-6)
+    np.testing.assert_allclose(a.out_img, b.out_img, rtol=1e-6)
+    assert b.total_exptime == 8.0
+
+
+def test_identity_returns_input_exactly():
+    data = _data()
+    pm = _affine_map(*data.shape)
+    for kernel in ("square", "turbo", "point"):
+        drz = Drizzle(data.shape, kernel=kernel)
+        drz.add_image(data, pm)
+        assert np.array_equal(drz.out_img, data), kernel
+        assert np.array_equal(drz.out_wht, np.ones_like(data)), kernel
+    # a power-of-two weight keeps the division exact too
+    drz = Drizzle(data.shape)
+    drz.add_image(data, pm, weight=np.full(data.shape, 2.0, np.float32))
+    assert np.array_equal(drz.out_img, data)
+
+
+def test_integer_shift_moves_the_image():
+    data = _data()
+    pm = _affine_map(*data.shape, shift=(3, 5))
+    drz = Drizzle((50, 60), fillval=-7.0)
+    drz.add_image(data, pm)
+    img = drz.out_img
+    assert np.array_equal(img[5:45, 3:53], data)
+    assert np.all(img[:5] == -7.0) and np.all(img[:, :3] == -7.0)
+
+
+def test_half_pixel_shift_averages_neighbours():
+    data = _data()
+    pm = _affine_map(*data.shape, shift=(0.5, 0.0))
+    drz = Drizzle((40, 52))
+    drz.add_image(data, pm)
+    # output pixel ii covers halves of input pixels ii-1 and ii
+    expect = 0.5 * (data[:, :-1].astype(np.float64) + data[:, 1:])
+    np.testing.assert_allclose(drz.out_img[:, 1:50], expect, rtol=1e-6)
+    np.testing.assert_allclose(drz.out_wht[:, 1:50], 1.0, rtol=1e-12)
+
+
+def test_mirrored_map_conserves_flux():
+    data = _data()
+    ny, nx = data.shape
+    pm = _affine_map(ny, nx, theta=0.3, shift=(80, 10), mirror=True)
+    drz = Drizzle((100, 100))
+    drz.add_image(data, pm, iscale=1.0)
+    assert np.all(drz.out_wht >= 0)
+    assert _flux(drz) == pytest.approx(float(data.astype(np.float64).sum()), rel=1e-6)
+
+
+def _polygon_clip_area(poly, x0, y0):
+    """Area of polygon ∩ [x0, x0+1] x [y0, y0+1] (Sutherland-Hodgman), for reference."""
+    def clip(pts, inside, cross):
+        out = []
+        for k in range(len(pts)):
+            p, q = pts[k], pts[(k + 1) % len(pts)]
+            if inside(q):
+                if not inside(p):
+                    out.append(cross(p, q))
+                out.append(q)
+            elif inside(p):
+                out.append(cross(p, q))
+        return out
+
+    def xcut(v):
+        return lambda p, q: (v, p[1] + (q[1] - p[1]) * (v - p[0]) / (q[0] - p[0]))
+
+    def ycut(v):
+        return lambda p, q: (p[0] + (q[0] - p[0]) * (v - p[1]) / (q[1] - p[1]), v)
+
+    pts = list(poly)
+    for inside, cross in ((lambda p: p[0] >= x0, xcut(x0)), (lambda p: p[0] <= x0 + 1, xcut(x0 + 1)),
+                          (lambda p: p[1] >= y0, ycut(y0)), (lambda p: p[1] <= y0 + 1, ycut(y0 + 1))):
+        if not pts:
+            return 0.0
+        pts = clip(pts, inside, cross)
+    if len(pts) < 3:
+        return 0.0
+    a = 0.0
+    for k in range(len(pts)):
+        a += pts[k][0] * pts[(k + 1) % len(pts)][1] - pts[(k + 1) % len(pts)][0] * pts[k][1]
+    return abs(a) / 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_square_overlap_matches_polygon_clipping(seed):
+    # A 2x2 input whose pixmap is 4 random points: pixel (0,0)'s drop is the
+    # bilinear image of its (shrunken) square, a general quadrilateral.
+    rng = np.random.default_rng(seed)
+    pixfrac = [1.0, 0.7][seed % 2]
+    base = np.array([[[5.0, 5.0], [7.2, 5.4]], [[4.6, 7.5], [7.1, 7.9]]])
+    pm = np.ascontiguousarray(base + rng.uniform(-0.6, 0.6, size=base.shape))
+    data = np.array([[3.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    weight = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    drz = Drizzle((14, 14), disable_ctx=True)
+    drz.add_image(data, pm, weight=weight, pixfrac=pixfrac)
+    h = pixfrac / 2
+
+    def bil(u, v):  # bilinear extrapolation of the 2x2 pixmap at input (u, v)
+        return ((1 - u) * (1 - v) * pm[0, 0] + u * (1 - v) * pm[0, 1]
+                + (1 - u) * v * pm[1, 0] + u * v * pm[1, 1])
+
+    quad = [tuple(bil(u, v)) for u, v in ((-h, -h), (h, -h), (h, h), (-h, h))]
+    area = 0.5 * abs(sum(quad[k][0] * quad[(k + 1) % 4][1] - quad[(k + 1) % 4][0] * quad[k][1]
+                         for k in range(4)))
+    expect = np.zeros((14, 14))
+    for jj in range(14):
+        for ii in range(14):
+            expect[jj, ii] = _polygon_clip_area(quad, ii - 0.5, jj - 0.5) / area
+    np.testing.assert_allclose(drz._wht, expect, atol=1e-12)
+
+
+def test_context_bits_match_weight_and_more_than_32_inputs():
+    rng = np.random.default_rng(5)
+    n = 37
+    drz = Drizzle((30, 30))
+    weights = []
+    for k in range(n):
+        data = rng.random((12, 12)).astype(np.float32)
+        wt = (rng.random((12, 12)) > 0.3).astype(np.float32)
+        pm = _affine_map(12, 12, theta=0.2, shift=(rng.uniform(2, 14), rng.uniform(2, 14)))
+        d1 = Drizzle((30, 30), disable_ctx=True)
+        d1.add_image(data, pm, weight=wt)
+        weights.append(d1.out_wht > 0)
+        drz.add_image(data, pm, weight=wt)
+    ctx = drz.out_ctx
+    assert ctx.shape == (2, 30, 30) and ctx.dtype == np.int32
+    for k in range(n):
+        bit = (ctx[k // 32] >> (k % 32)) & 1
+        assert np.array_equal(bit.astype(bool), weights[k]), k
+    assert np.array_equal(ctx.any(axis=0), drz.out_wht > 0)
+
+
+def test_explicit_input_id_grows_planes():
+    data = _data(8, 8)
+    drz = Drizzle((10, 10))
+    drz.add_image(data, _affine_map(8, 8), input_id=70)
+    assert drz.out_ctx.shape[0] == 3
+    assert np.all(drz.out_ctx[2, :8, :8] == (1 << 6))
+    assert not drz.out_ctx[:2].any()
+
+
+def test_fill_only_where_weight_is_zero_exact_value():
+    data = _data(20, 20)
+    wt = np.ones_like(data)
+    wt[5:8, 5:8] = 0.0
+    pm = _affine_map(20, 20, shift=(2, 2))
+    for fill in (np.nan, -99.25, 0.0):
+        drz = Drizzle((30, 30), fillval=fill)
+        drz.add_image(data, pm, weight=wt)
+        img, whtout, _ = drz.finish()
+        empty = whtout == 0
+        assert empty.sum() == 30 * 30 - 20 * 20 + 9
+        if np.isnan(fill):
+            assert np.all(np.isnan(img[empty])) and not np.isnan(img[~empty]).any()
+        else:
+            assert np.all(img[empty] == np.float32(fill))
+        assert np.array_equal(img[~empty], data[wt > 0])
+    assert np.isnan(Drizzle((2, 2), fillval="INDEF").out_img).all()
+    assert np.isnan(Drizzle((2, 2), fillval=None).out_img).all()
+
+
+def test_mask_and_nan_data_are_skipped():
+    data = _data(10, 10)
+    data[2, 3] = np.nan
+    mask = np.ones((10, 10), dtype=bool)
+    mask[4, 4] = False
+    drz = Drizzle((10, 10), fillval=0.0)
+    nskip = drz.add_image(data, _affine_map(10, 10), mask=mask)
+    assert nskip == 1
+    assert drz.out_wht[2, 3] == 0 and drz.out_wht[4, 4] == 0
+    assert drz.out_img[2, 3] == 0 and not np.isnan(drz.out_img).any()
+
+
+def test_input_subregion():
+    data = _data(10, 10)
+    drz = Drizzle((10, 10))
+    drz.add_image(data, _affine_map(10, 10), xmin=2, xmax=4, ymin=1, ymax=6)
+    assert np.array_equal(drz.out_wht > 0, np.pad(np.ones((6, 3), bool), ((1, 3), (2, 5))))
+
+
+def _threaded_inputs():
+    rng = np.random.default_rng(11)
+    items = []
+    for k in range(5):
+        data = rng.normal(size=(60, 70)).astype(np.float32)
+        pm = _affine_map(60, 70, scale=0.6, theta=0.3 + 0.05 * k, shift=(60 + 1.7 * k, 5 + 0.9 * k), curve=0.002)
+        items.append(DrizzleInput(data, pm, weight=rng.random((60, 70)).astype(np.float32), scale=0.6,
+                                  pixfrac=0.8))
+    return items
+
+
+@pytest.mark.parametrize("kernel", ["square", "turbo", "gaussian", "lanczos3"])
+def test_threads_give_bit_identical_results_run_concurrently(kernel):
+    items = _threaded_inputs()
+    reference = drizzle_many(items, (180, 200), kernel=kernel, threads=1).finish()
+    results = {}
+
+    def work(n, threads):
+        results[n] = drizzle_many(items, (180, 200), kernel=kernel, threads=threads).finish()
+
+    workers = [threading.Thread(target=work, args=(n, t)) for n, t in enumerate([4, 1, 4, 2])]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(results) == 4
+    for res in results.values():
+        for a, b in zip(reference, res):
+            assert np.array_equal(a, b, equal_nan=True)
+    assert (reference[1] > 0).sum() > 10000
+
+
+def test_add_image_after_finish_keeps_accumulating():
+    data = _data(10, 10)
+    pm = _affine_map(10, 10)
+    drz = Drizzle((10, 10))
+    drz.add_image(data, pm)
+    first = drz.out_img.copy()
+    drz.add_image(data * np.float32(3.0), pm)
+    np.testing.assert_allclose(drz.out_img, 2 * first, rtol=1e-6)
+    np.testing.assert_allclose(drz.out_wht, 2.0)
+
+
+# ---------------------------------------------------------------------------
+# the boundary: typed errors naming the argument
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argument, kwargs", [
+    ("data", dict(data=np.ones((8, 8), np.float64))),
+    ("data", dict(data=np.ones((8, 8), ">f4"))),
+    ("data", dict(data=np.ones((8, 16), np.float32)[:, ::2])),
+    ("data", dict(data=[[1.0, 2.0]])),
+    ("pixmap", dict(pixmap=np.zeros((8, 8, 2), np.float32))),
+    ("pixmap", dict(pixmap=np.zeros((8, 9, 2)))),
+    ("pixmap", dict(pixmap=np.zeros((8, 8, 2), ">f8"))),
+    ("weight", dict(weight=np.ones((8, 8), np.float64))),
+    ("weight", dict(weight=np.ones((7, 8), np.float32))),
+    ("mask", dict(mask=np.ones((8, 8), np.int32))),
+    ("pixfrac", dict(pixfrac=0.0)),
+    ("scale", dict(scale=-1.0)),
+    ("exptime", dict(exptime=0.0, in_units="counts")),
+    ("in_units", dict(in_units="electrons")),
+    ("on_nan", dict(on_nan="ignore")),
+])
+def test_bad_arrays_raise_typed_errors(argument, kwargs):
+    args = dict(data=np.ones((8, 8), np.float32), pixmap=_affine_map(8, 8))
+    args.update(kwargs)
+    drz = Drizzle((10, 10))
+    with pytest.raises(DrizzleArrayError) as info:
+        drz.add_image(**args)
+    assert info.value.argument == argument
+    assert isinstance(info.value, DrizzleflowError) and isinstance(info.value, ValueError)
+    assert argument in str(info.value)
+
+
+def test_nan_in_pixmap_raises_or_skips():
+    data = _data(10, 10)
+    pm = _affine_map(10, 10)
+    pm[3, 4] = np.nan
+    drz = Drizzle((10, 10))
+    with pytest.raises(DrizzleArrayError, match="pixmap.*on_nan='skip'"):
+        drz.add_image(data, pm)
+    assert not drz.out_wht.any()  # nothing was drizzled
+    for kernel in ("square", "point", "turbo"):
+        drz = Drizzle((10, 10), kernel=kernel)
+        assert drz.add_image(data, pm, on_nan="skip") == 1
+        assert drz.out_wht[3, 4] == 0 and np.isfinite(drz.out_img).all()
+        assert (drz.out_wht > 0).sum() >= 100 - 9
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(DrizzleArrayError, match="kernel"):
+        Drizzle((4, 4), kernel="tophat")
+    with pytest.raises(DrizzleArrayError, match="kernel"):
+        Drizzle((4, 4), kernel="box")
+    with pytest.raises(DrizzleArrayError, match="out_shape"):
+        Drizzle((0, 4))
+    with pytest.raises(DrizzleArrayError, match="fillval"):
+        Drizzle((4, 4), fillval="lots")
+    with pytest.raises(DrizzleArrayError, match="threads"):
+        drizzle_many([], (4, 4), threads=0)
+
+
+def test_broken_map_that_explodes_a_pixel_is_an_error():
+    data = _data(4, 4)
+    pm = _affine_map(4, 4)
+    pm[2, 2] = (1e7, 1e7)
+    with pytest.raises(DrizzleArrayError, match="pixmap"):
+        Drizzle((10, 10)).add_image(data, pm)
