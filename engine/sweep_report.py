@@ -183,27 +183,40 @@ def _plots(spec, results, table, outdir):
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     made.append(p)
-    # weight std/median vs pixfrac (one line per scale) and vs scale (one line per pixfrac), per chip
+    # weight std/median vs pixfrac (one line per scale) and vs scale (one line per pixfrac);
+    # colour = chip, line style = the other parameter
+    from matplotlib.lines import Line2D
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     chips = [c for c in CHIPS if c in set(table["chip"])]
-    marks = dict(zip(CHIPS, "osD^"))
+    colours = dict(zip(CHIPS, ("tab:red", "tab:blue", "tab:green", "tab:orange")))
+    styles = ("-", "--", ":", "-.")
+    rows_all = table[np.isin(table["chip"], chips)]
+    scales = sorted(set(float(v) for v in rows_all["scale"]))
+    pixfracs = sorted(set(float(v) for v in rows_all["pixfrac"]))
     for c in chips:
         rows = table[table["chip"] == c]
-        for sc in sorted(set(rows["scale"])):
+        for j, sc in enumerate(scales):
             sel = rows[rows["scale"] == sc]
-            if len(sel) < 1:
-                continue
             o = np.argsort(sel["pixfrac"])
-            ax1.plot(sel["pixfrac"][o], sel["wht_rms_over_median"][o], marker=marks.get(c, "o"), label=f"{c} scale={sc:g}")
-        for pf in sorted(set(rows["pixfrac"])):
+            ax1.plot(sel["pixfrac"][o], sel["wht_rms_over_median"][o], color=colours[c],
+                     ls=styles[j % len(styles)], marker="o", ms=4)
+        for j, pf in enumerate(pixfracs):
             sel = rows[rows["pixfrac"] == pf]
             o = np.argsort(sel["scale"])
-            ax2.plot(sel["scale"][o], sel["wht_rms_over_median"][o], marker=marks.get(c, "o"), label=f"{c} pixfrac={pf:g}")
-    for ax, xl in ((ax1, "pixfrac"), (ax2, "scale (arcsec/pix)")):
-        ax.axhline(limit, color="k", ls="--", lw=1, label=f"guidance: std/median = {limit:g}")
+            ax2.plot(sel["scale"][o], sel["wht_rms_over_median"][o], color=colours[c],
+                     ls=styles[j % len(styles)], marker="o", ms=4)
+    chip_handles = [Line2D([], [], color=colours[c], marker="o", label=c) for c in chips]
+    guide = Line2D([], [], color="k", ls="--", lw=1, label=f"guidance {limit:g}")
+    for ax, xl, other, vals in ((ax1, "pixfrac", "scale", scales), (ax2, "scale (arcsec/pix)", "pixfrac", pixfracs)):
+        ax.axhline(limit, color="k", ls="--", lw=1)
+        ax.axhspan(limit, max(limit * 1.05, ax.get_ylim()[1]), color="0.9", zorder=0)
         ax.set_xlabel(xl)
-        ax.set_ylabel("weight std / median")
-        ax.legend(fontsize=6, ncol=2)
+        ax.set_ylabel("weight std / median (central box)")
+        style_handles = [Line2D([], [], color="0.3", ls=styles[j % len(styles)], label=f"{other}={v:g}")
+                         for j, v in enumerate(vals[:len(styles)])]
+        ax.legend(handles=chip_handles + style_handles + [guide], fontsize=7, ncol=2)
+    ax1.set_title("weight scatter vs pixfrac (shaded: fails the Handbook's 20% rule)")
+    ax2.set_title("weight scatter vs output scale")
     fig.tight_layout()
     p = Path(outdir, "sweep_weight_vs_pixfrac_scale.png")
     with atomic_path(p, suffix=".png") as tmp:
