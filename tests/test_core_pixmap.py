@@ -1,0 +1,87 @@
+"""Pixel maps on a coarse grid vs the full astropy evaluation (WFPC2-like WCS)."""
+import threading
+
+import numpy as np
+import pytest
+
+from drizzleflow.steps.drizzle import DrizzleArrayError, corner_pixmap, pixmap
+from drizzleflow.steps.drizzle.synthwcs import chip_wcs, output_wcs
+
+
+@pytest.fixture(scope="module")
+def wcs_pair():
+    out = output_wcs(shape=(1600, 1600))
+    return chip_wcs("WF3", out, offset=(2.3, -1.7), dtheta=0.02, shape=(300, 260)), out
+
+
+def test_distortion_is_wfpc2_like(wcs_pair):
+    win, out = wcs_pair
+    full = pixmap(win, out, (300, 260), stepsize=1)
+    nodist = win.deepcopy()
+    nodist.sip = None
+    nodist.det2im2 = None
+    lin = pixmap(nodist, out, (300, 260), stepsize=1)
+    shift = np.hypot(*(full - lin).transpose(2, 0, 1))
+    assert shift.max() > 0.5  # SIP moves the corners by a good fraction of a pixel
+    # the D2IM sawtooth: a 34-row periodic jump in the y displacement
+    only_d2im = win.deepcopy()
+    only_d2im.sip = None
+    d = pixmap(only_d2im, out, (300, 260), stepsize=1) - lin
+    jumps = np.hypot(np.diff(d[:, 10, 0]), np.diff(d[:, 10, 1]))
+    assert jumps.max() > 0.025 and np.argmax(jumps) % 34 == 33
+
+
+@pytest.mark.parametrize("stepsize", [8, 32, 64])
+def test_coarse_grid_accuracy(wcs_pair, stepsize):
+    win, out = wcs_pair
+    full = pixmap(win, out, (300, 260), stepsize=1)
+    fast = pixmap(win, out, (300, 260), stepsize=stepsize)
+    assert fast.shape == (300, 260, 2) and fast.dtype == np.float64 and fast.flags.c_contiguous
+    assert np.abs(fast - full).max() < 1e-3
+
+
+def test_d2im_applied_exactly_not_smeared(wcs_pair):
+    # Without the exact D2IM term, a coarse grid misses the sawtooth (error ~ its amplitude)
+    win, out = wcs_pair
+    full = pixmap(win, out, (300, 260), stepsize=1)
+    fast = pixmap(win, out, (300, 260), stepsize=32)
+    no_d2im = win.deepcopy()
+    no_d2im.det2im2 = None
+    smooth = pixmap(no_d2im, out, (300, 260), stepsize=32)
+    assert np.abs(smooth - full).max() > 0.01
+    assert np.abs(fast - full).max() < 1e-5
+
+
+def test_corner_map(wcs_pair):
+    win, out = wcs_pair
+    corners = corner_pixmap(win, out, (300, 260), stepsize=32)
+    assert corners.shape == (301, 261, 2)
+    x, y = np.meshgrid([-0.5, 259.5], [-0.5, 299.5])
+    ra, dec = win.all_pix2world(x.ravel(), y.ravel(), 0)
+    ox, oy = out.wcs_world2pix(ra, dec, 0)
+    got = corners[[0, 0, -1, -1], [0, -1, 0, -1]]
+    np.testing.assert_allclose(got, np.column_stack([ox, oy]), atol=1e-4)
+
+
+def test_pixmap_from_threads_does_not_share_wcs(wcs_pair):
+    win, out = wcs_pair
+    ref = pixmap(win, out, (300, 260))
+    results = []
+
+    def work():
+        results.append(pixmap(win, out, (300, 260)))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(np.array_equal(r, ref) for r in results)
+
+
+def test_bad_shape_and_stepsize(wcs_pair):
+    win, out = wcs_pair
+    with pytest.raises(DrizzleArrayError, match="shape"):
+        pixmap(win, out, (0, 10))
+    with pytest.raises(DrizzleArrayError, match="stepsize"):
+        pixmap(win, out, (10, 10), stepsize=-2)
