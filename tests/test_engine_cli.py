@@ -1,0 +1,176 @@
+"""The command line, run as a user runs it: a subprocess, exit codes, messages."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from drizzleflow.engine.schema import schema_text
+from drizzleflow.engine.yaml_loader import load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tutorial's call exactly as printed (line continuations and the stray quote
+# after `driz_cr_corr= True` included).
+TUTORIAL_CALL = """astrodrizzle.AstroDrizzle('*c0m.fits', driz_sep_fillval=99999, \\
+updatewcs='True', driz_sep_bits='8,1024',combine_type='minmed', \\
+driz_cr_snr='5.5 3.5', driz_cr_scale='2.0 1.5', final_wht_type='EXP', \\
+final_wt_scl='exptime', final_pixfrac=1.0, final_fillval=99999, \\
+driz_cr_corr= True', final_bits='8,1024')
+"""
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "drizzleflow.engine.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "a.dat").write_text("abc")
+    return tmp_path
+
+
+def test_typo_gives_position_key_and_suggestion(work):
+    (work / "r.yaml").write_text(textwrap.dedent("""\
+        input: "*.dat"
+        output: out
+        steps:
+          - step: toy_source
+          - step: toy_drizzle
+            params:
+              pixfrak: 0.8
+    """))
+    for cmd in ("validate", "run"):
+        p = cli(cmd, "r.yaml", cwd=work)
+        assert p.returncode == 2
+        assert "Traceback" not in p.stderr
+        line = p.stderr.strip()
+        assert len(line.splitlines()) == 1
+        assert line.startswith("drizzleflow: error: r.yaml:7:7: toy_drizzle.pixfrak:")
+        assert "did you mean `pixfrac`?" in line
+    assert not (work / "out").exists()       # nothing ran
+
+
+def test_out_of_range_gives_allowed_range(work):
+    (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_drizzle, params: {pixfrac: 1.5}}\n')
+    p = cli("validate", "r.yaml", cwd=work)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "r.yaml:3:43: toy_drizzle.pixfrac:" in p.stderr and "allowed: 0 < value <= 1" in p.stderr
+    # the same value from the command line, by its dotted name and by an alias
+    p = cli("validate", "r.yaml", "toy_drizzle.pixfrac=0.5", cwd=work)
+    assert p.returncode == 0 and "OK" in p.stdout
+    (work / "s.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale}\n')
+    p = cli("validate", "s.yaml", "toy_factor=500", cwd=work)
+    assert p.returncode == 2 and "toy_scale.factor (given as toy_factor)" in p.stderr and "<= 100" in p.stderr
+
+
+def test_yaml12_values_reach_the_validator_as_written(work):
+    # `mode: on` stays the string "on" (YAML 1.1 would make it True) and is then refused by the pattern
+    (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale, '
+                                 'params: {mode: on}}\n')
+    p = cli("validate", "r.yaml", cwd=work)
+    assert p.returncode == 2 and "toy_scale.mode" in p.stderr
+    assert "String should match pattern" in p.stderr       # a bool would fail as "not a valid string"
+
+
+def test_run_prints_summary_and_second_run_is_cached(work):
+    (work / "r.yaml").write_text('input: "*.dat"\noutput: out\nsteps:\n  - {step: toy_source}\n  - {step: toy_sum}\n')
+    p = cli("run", "r.yaml", cwd=work)
+    assert p.returncode == 0, p.stderr
+    assert "2 steps: 2 ran, 0 from cache" in p.stdout
+    p = cli("run", "r.yaml", "--output", "out", cwd=work)
+    assert "2 steps: 0 ran, 2 from cache" in p.stdout
+    assert (work / "out" / "drizzleflow.log").read_text().count("=== drizzleflow run") == 2
+    p = cli("run", "r.yaml", "--output", "out", "--force", "-q", cwd=work)
+    assert "2 steps: 2 ran" in p.stdout and p.stderr == ""
+
+
+def test_refused_output_is_one_line_exit_2(work):
+    (work / "out").mkdir()
+    (work / "out" / "x").write_text("")
+    (work / "r.yaml").write_text('input: "*.dat"\noutput: out\nsteps: [{step: toy_source}]\n')
+    p = cli("run", "r.yaml", cwd=work)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--overwrite" in p.stderr
+
+
+def test_steps_and_explain(work):
+    p = cli("steps", cwd=work)
+    assert p.returncode == 0
+    for name in ("toy_source", "toy_scale", "toy_drizzle", "toy_sum"):
+        assert f"\n{name}  (v" in "\n" + p.stdout
+    assert "factor = 2.0  (alias: toy_factor)" in p.stdout
+    p = cli("explain", "toy_drizzle", cwd=work)
+    assert p.returncode == 0
+    assert "pixfrac\n      type: float\n      default: 1.0\n      allowed: 0 < value <= 1" in p.stdout
+    p = cli("explain", "toy_drizle", cwd=work)
+    assert p.returncode == 2 and "did you mean `toy_drizzle`" in p.stderr
+
+
+def test_schema_is_up_to_date_and_deterministic(work):
+    checked_in = ROOT / "schemas" / "recipe.schema.json"
+    assert checked_in.exists(), "run `drizzleflow schema` to create schemas/recipe.schema.json"
+    assert schema_text() == schema_text()
+    assert checked_in.read_text() == schema_text(), \
+        "schemas/recipe.schema.json is out of date: run `drizzleflow schema` and commit it"
+    p = cli("schema", "--out", work / "s", cwd=work)
+    assert p.returncode == 0 and (work / "s" / "recipe.schema.json").read_text() == schema_text()
+    schema = json.loads(schema_text())
+    branch = next(b for b in schema["properties"]["steps"]["items"]["anyOf"]
+                  if b["properties"].get("step", {}).get("const") == "toy_drizzle")
+    pix = branch["properties"]["params"]["properties"]["pixfrac"]
+    assert pix["exclusiveMinimum"] == 0 and pix["maximum"] == 1
+    toy = next(b for b in schema["properties"]["steps"]["items"]["anyOf"]
+               if b["properties"].get("step", {}).get("const") == "toy_scale")
+    assert "toy_factor" in toy["properties"]["params"]["properties"]
+
+
+def test_configs_validate_against_the_schema_keys():
+    # every recipe in configs/ points editors at the schema
+    for f in sorted((ROOT / "configs").glob("*.yaml")):
+        assert f.read_text().startswith("# yaml-language-server: $schema=../schemas/recipe.schema.json"), f
+
+
+def test_import_astrodrizzle_tutorial_call(work):
+    (work / "call.txt").write_text(TUTORIAL_CALL)
+    p = cli("import-astrodrizzle", "call.txt", cwd=work)
+    assert p.returncode == 0, p.stderr
+    data, _ = load_yaml(p.stdout, filename="<import>")
+    assert data["input"] == "*c0m.fits"
+    steps = {s["name"]: s for s in data["steps"]}
+    from drizzleflow.engine import registry
+    reg = registry.steps()
+    expected = {"final_pixfrac": 1.0, "final_bits": [8, 1024], "driz_sep_bits": [8, 1024],
+                "driz_cr_snr": [5.5, 3.5], "driz_cr_scale": [2.0, 1.5], "combine_type": "minmed",
+                "final_wht_type": "EXP", "final_wt_scl": "exptime"}
+    for alias, value in expected.items():
+        owners = [n for n, c in reg.items() if alias in c.aliases]
+        if owners:
+            step = owners[0]
+            assert steps[step]["params"][reg[step].aliases[alias]] == value, alias
+        else:   # not registered (yet): listed, never silently dropped
+            assert f"#   {alias}=" in p.stdout
+    # the same text passed inline, and the result validates as a recipe (when every name mapped)
+    p2 = cli("import-astrodrizzle", TUTORIAL_CALL, cwd=work)
+    assert p2.stdout == p.stdout
+
+
+def test_import_astrodrizzle_maps_toy_alias_and_reports_unknown(work):
+    p = cli("import-astrodrizzle", "AstroDrizzle('*.dat', toy_factor=3, bogus_par=1, num_cores=4)", cwd=work)
+    assert p.returncode == 0
+    data, _ = load_yaml(p.stdout, filename="<import>")
+    assert {"name": "toy_scale", "step": "toy_scale", "params": {"factor": 3.0}} in data["steps"]
+    assert "bogus_par=1: no registered step declares" in p.stdout and "bogus_par" in p.stderr
+    assert "num_cores=4: use --workers" in p.stdout
+    p = cli("import-astrodrizzle", "AstroDrizzle('*.dat', final_pixfrac=some_variable)", cwd=work)
+    assert p.returncode == 2 and "only literal values" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_override_syntax(work):
+    (work / "r.yaml").write_text('input: "*.dat"\nsteps: [{step: toy_source}]\n')
+    p = cli("validate", "r.yaml", "toy_source.length", cwd=work)
+    assert p.returncode == 2
+    p = cli("validate", "missing.yaml", cwd=work)
+    assert p.returncode == 2 and "missing.yaml: file not found" in p.stderr

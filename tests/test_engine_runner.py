@@ -1,0 +1,195 @@
+"""The runner: cache, rerun from a changed step, resume after a kill, refusal,
+manifest, log file, executors and cross-directory reuse.  Toy steps, real files."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drizzleflow.engine.errors import OutputError
+from drizzleflow.engine.executors import SerialExecutor, ThreadExecutor
+from drizzleflow.engine.recipe import load_recipe
+from drizzleflow.engine.runner import run_recipe
+
+RECIPE = """\
+    input: "in/*.dat"
+    output: out
+    steps:
+      - {step: toy_source, params: {length: 12}}
+      - {name: scale, step: toy_scale, params: {factor: 3.0}}
+      - {step: toy_drizzle, params: {pixfrac: 0.8, scale: 1.5}}
+      - {step: toy_sum, params: {chunks: 3}}
+"""
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "in").mkdir()
+    for n in ("a", "b", "c"):
+        (tmp_path / "in" / f"{n}.dat").write_text(n * 17)
+    (tmp_path / "toy.yaml").write_text(textwrap.dedent(RECIPE))
+    return tmp_path
+
+
+def work_log(outdir):
+    p = Path(outdir, "toy", "work.log")
+    return p.read_text().split() if p.exists() else []
+
+
+def total(outdir):
+    return json.loads(Path(outdir, "toy", "toy_sum.json").read_text())["total"]
+
+
+def test_first_run_then_all_cached(work):
+    rec = load_recipe(work / "toy.yaml", cwd=work)
+    r1 = run_recipe(rec)
+    out = work / "out"
+    assert [s.status for s in r1.steps] == ["ran"] * 4
+    assert work_log(out) == ["toy_source", "scale", "toy_drizzle", "toy_sum"]
+    first_total = total(out)
+    r2 = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert [s.status for s in r2.steps] == ["cached"] * 4
+    assert work_log(out) == ["toy_source", "scale", "toy_drizzle", "toy_sum"]   # no step did work
+    assert r2.products["toy_total"] == "toy/toy_sum.json" and total(out) == first_total
+
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "complete" and len(man["recipe_sha256"]) == 64
+    assert [i["path"] for i in man["inputs"]] == [str(work / "in" / f"{n}.dat") for n in "abc"]
+    import hashlib
+    assert man["inputs"][0]["sha256"] == hashlib.sha256(b"a" * 17).hexdigest()
+    assert {"python", "numpy", "astropy", "drizzleflow"} <= set(man["software"])
+    st = man["steps"][2]
+    assert st["name"] == "toy_drizzle" and st["step"] == "toy_drizzle" and len(st["key"]) == 64
+    assert st["params"] == {"pixfrac": 0.8, "scale": 1.5, "fillval": 0.0} and st["seconds"] >= 0
+    assert st["products"] == {"toy_array": "toy/toy_drizzle.npy"}
+    assert [f["path"] for f in st["files"]] == ["toy/toy_drizzle.npy"]
+    log_text = (out / "drizzleflow.log").read_text()
+    assert "step toy_drizzle (toy_drizzle) v1: params {'pixfrac': 0.8" in log_text
+    assert "done in" in log_text and "resolved recipe" in log_text
+    assert (out / "recipe.resolved.yaml").exists()
+
+
+def test_changing_only_the_last_step_reruns_only_it(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    before = total(work / "out")
+    r = run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=5"], cwd=work))
+    assert [s.status for s in r.steps] == ["cached", "cached", "cached", "ran"]
+    assert work_log(work / "out")[4:] == ["toy_sum"]
+    assert total(work / "out") == pytest.approx(before)
+    # a middle step: reruns from there on, the result changes accordingly
+    r = run_recipe(load_recipe(work / "toy.yaml", ["scale.factor=6"], cwd=work))
+    assert [s.status for s in r.steps] == ["cached", "ran", "ran", "ran"]
+    assert total(work / "out") == pytest.approx(2 * before)
+
+
+def test_deleted_product_file_invalidates_that_step(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    (work / "out" / "toy" / "toy_drizzle.npy").unlink()
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert [s.status for s in r.steps] == ["cached", "cached", "ran", "cached"]
+
+
+def test_force_reruns_everything(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work), force=True)
+    assert [s.status for s in r.steps] == ["ran"] * 4
+
+
+def test_killed_run_resumes_from_last_completed_step(work):
+    flag = work / "die"
+    flag.write_text("")
+    cmd = [sys.executable, "-m", "drizzleflow.engine.cli", "run", "toy.yaml", "-q", f"scale.exit_if_exists={flag}"]
+    p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3                      # the process died inside step 'scale'
+    man = json.loads((work / "out" / "manifest.json").read_text())
+    assert man["status"] == "running" and [s["name"] for s in man["steps"]] == ["toy_source"]
+    assert work_log(work / "out") == ["toy_source"]
+    flag.unlink()
+    p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert work_log(work / "out") == ["toy_source", "scale", "toy_drizzle", "toy_sum"]
+    import re
+    assert re.search(r"^toy_source\s+toy_source\s+cached\s", p.stdout, re.M)
+    assert re.search(r"^scale\s+toy_scale\s+ran\s", p.stdout, re.M)
+    man = json.loads((work / "out" / "manifest.json").read_text())
+    assert man["status"] == "complete" and len(man["steps"]) == 4
+
+
+def test_different_recipe_refused_unless_overwrite(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    other = work / "other.yaml"
+    other.write_text(textwrap.dedent(RECIPE).replace("toy_drizzle", "toy_scale").replace("pixfrac: 0.8, scale: 1.5",
+                                                                                        "factor: 1.0"))
+    with pytest.raises(OutputError, match="different recipe"):
+        run_recipe(load_recipe(other, cwd=work))
+    with pytest.raises(OutputError, match="different recipe"):  # same steps, other inputs
+        run_recipe(load_recipe(work / "toy.yaml", ["input=in/a.dat"], cwd=work))
+    r = run_recipe(load_recipe(other, cwd=work), overwrite=True)
+    assert [s.status for s in r.steps] == ["ran"] * 4
+
+
+def test_unrelated_nonempty_directory_refused(work):
+    (work / "out").mkdir()
+    (work / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not empty"):
+        run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert (work / "out" / "precious.txt").read_text() == "keep me"
+
+
+def test_reuse_from_another_output_directory(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work), work / "p1")
+    r = run_recipe(load_recipe(work / "toy.yaml", ["toy_drizzle.pixfrac=0.5"], cwd=work), work / "p2",
+                   reuse_from=[work / "p1"])
+    assert [s.status for s in r.steps] == ["reused", "reused", "ran", "ran"]
+    assert work_log(work / "p2") == ["toy_drizzle", "toy_sum"]
+    assert (work / "p2" / "toy" / "scale.npy").exists()          # copied, not linked
+    assert not os.path.samefile(work / "p2" / "toy" / "scale.npy", work / "p1" / "toy" / "scale.npy")
+    # and p2 is now self-contained: its own rerun is fully cached
+    r = run_recipe(load_recipe(work / "toy.yaml", ["toy_drizzle.pixfrac=0.5"], cwd=work), work / "p2")
+    assert [s.status for s in r.steps] == ["cached"] * 4
+
+
+def test_executors_give_identical_results(work):
+    run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=7"], cwd=work), work / "serial")
+    run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=7"], cwd=work), work / "threads", workers=3)
+    a = (work / "serial" / "toy" / "toy_sum.json").read_bytes()
+    assert a == (work / "threads" / "toy" / "toy_sum.json").read_bytes()
+    man = json.loads((work / "threads" / "manifest.json").read_text())
+    assert man["executor"] == "threads (3 workers)"
+    with ThreadExecutor(4) as ex:
+        assert ex.map(lambda x: x * x, range(50)) == [x * x for x in range(50)]
+    assert SerialExecutor().map(str, [3, 1, 2]) == ["3", "1", "2"]
+
+
+def test_dask_executor(work):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        r = run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=7"], cwd=work), work / "dask",
+                       dask_scheduler=cluster.scheduler_address)
+    assert [s.status for s in r.steps] == ["ran"] * 4
+    run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=7"], cwd=work), work / "serial")
+    assert ((work / "dask" / "toy" / "toy_sum.json").read_bytes()
+            == (work / "serial" / "toy" / "toy_sum.json").read_bytes())
+    assert json.loads((work / "dask" / "manifest.json").read_text())["executor"].startswith("dask (")
+
+
+def test_toy_drizzle_conserves_flux_density():
+    # the demo step is honest: a constant input stays constant on any grid
+    from drizzleflow.engine.step import Context
+    from drizzleflow.engine.toy_steps import ToyDrizzle
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        ctx = Context(outdir=Path(d))
+        ctx.step_name = "src"
+        np.save(Path(d, "c.npy"), np.full(10, 5.0))
+        ctx.put("toy_array", "c.npy")
+        ctx.step_name = "drz"
+        ToyDrizzle().run(ctx, ToyDrizzle.Params(pixfrac=0.7, scale=0.5))
+        out = np.load(ctx.abs(ctx.get("toy_array")))
+        assert len(out) == 20
+        assert np.allclose(out[out != 0], 5.0)
