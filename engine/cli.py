@@ -157,7 +157,8 @@ def build_parser():
     _add_overrides(p)
     p.add_argument("--output", "-o", help="output directory (wins over the recipe's output:)")
     p.add_argument("--overwrite", action="store_true",
-                   help="accept an output directory that holds another recipe's run; start a fresh manifest")
+                   help="accept an output directory that holds another recipe's run (or other files) and start a "
+                        "fresh manifest there; for the same recipe the cache is kept")
     p.add_argument("--force", action="store_true", help="rerun every step, ignoring the cache")
     p.add_argument("--workers", type=int, help="threads for parallel work items")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run work items on this Dask scheduler")

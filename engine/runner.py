@@ -145,8 +145,6 @@ def _check_outdir(outdir: Path, recipe: Recipe, overwrite: bool):
         log.warning("--overwrite: %s held the run of a different recipe; starting a new manifest "
                     "(old files are left in place until overwritten)", outdir)
         old = None
-    if old is not None and overwrite:
-        old = None  # --overwrite: forget earlier records too
     return old
 
 
@@ -237,8 +235,9 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
     outdir : path-like, optional
         Output directory; created if missing.
     overwrite : bool
-        Accept a directory that holds another recipe's run (or unrelated files);
-        start a fresh manifest (no cached step is reused from it).
+        Accept a directory that holds another recipe's run (or unrelated files)
+        and start a fresh manifest there.  For the same recipe it changes
+        nothing (the cache stays valid; use ``force`` to rerun).
     force : bool
         Rerun every step even when its cached products are valid.
     reuse_from : sequence of path-like
