@@ -1,0 +1,125 @@
+"""Build the in-memory :class:`~drizzleflow.steps.instruments.model.Exposure`
+from a WFPC2 science file and its DQ file (normally the working copies).
+
+Science values are converted once: native-endian float32, DN x gain ->
+electrons; non-finite values become 0 with DQ bit ``NAN_BIT`` (16) set.
+The chip WCS is built with the open file so SIP and the D2IMARR lookup tables
+are part of it.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from drizzleflow.engine.errors import InputFileError
+
+from ..bits import bits_mask
+from ..model import Chip, Exposure
+from .constants import NAN_BIT, detector_gain
+from .files import as_uint16, check_pair, read_fits, rootname
+
+__all__ = ["open_exposure", "chip_wcs", "chip_pscale", "sci_extensions", "dq_extensions"]
+
+log = logging.getLogger(__name__)
+
+
+def sci_extensions(hdul):
+    """SCI image extensions in file order."""
+    return [h for h in hdul[1:] if isinstance(h, fits.ImageHDU)
+            and str(h.header.get("EXTNAME", "")).upper() == "SCI"]
+
+
+def dq_extensions(hdul):
+    """DQ image extensions: by index, as DrizzlePac reads c1m files (EXTNAME SCI or SDQ)."""
+    return [h for h in hdul[1:] if isinstance(h, fits.ImageHDU) and h.header.get("NAXIS", 0) == 2
+            and str(h.header.get("EXTNAME", "")).upper() not in ("D2IMARR", "WCSDVARR", "HDRLET")]
+
+
+def chip_wcs(hdul, ext) -> WCS:
+    """Full astropy WCS of an extension (SIP + lookup tables from the open file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(hdul[ext].header, hdul)
+
+
+def chip_pscale(header, wcs=None) -> float:
+    """Undistorted pixel scale (arcsec): IDCSCALE, else from the CD matrix."""
+    if "IDCSCALE" in header:
+        return float(header["IDCSCALE"])
+    if wcs is not None and wcs.wcs.has_cd():
+        cd = wcs.wcs.cd
+    else:
+        cd = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
+                       [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]])
+    return float(np.sqrt(abs(np.linalg.det(cd))) * 3600.0)
+
+
+def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None) -> Exposure:
+    """Read a WFPC2 science file (multi-extension, new or old format) and its DQ file.
+
+    Parameters
+    ----------
+    sci_path : path
+        ``*_c0m.fits`` (normally the working copy written by ``ingest``).
+    dq_path : path, optional
+        Its DQ file; default the ``_c1m`` partner.  Checked for group count and shape.
+    ignore_bits : int or str, optional
+        DQ bits cleared on reading (e.g. ``resetbits``-style ``"4096"``).
+    source : path, optional
+        The archive file this working copy came from (recorded in the Exposure).
+
+    Returns
+    -------
+    Exposure
+        Chips in electrons (float32), DQ uint16, full WCS, gain, read noise,
+        exposure time, undistorted pixel scale, PHOTFLAM per e-/s.
+    """
+    pair = check_pair(sci_path, dq_path)
+    if pair.kind != "mef":
+        raise InputFileError(sci_path, "waivered (c0f) file: convert it with waivered_to_mef or the ingest step first")
+    clear = bits_mask(ignore_bits) or 0
+    with read_fits(pair.sci) as sci, read_fits(pair.dq) as dqf:
+        primary = sci[0].header.copy()
+        root = rootname(pair.sci, primary)
+        exptime = float(primary.get("EXPTIME", 0.0))
+        scis = sci_extensions(sci)
+        dqs = dq_extensions(dqf)
+        chips = []
+        for i, (sh, dh) in enumerate(zip(scis, dqs), start=1):
+            hdr = sh.header
+            det = int(hdr.get("DETECTOR", primary.get("DETECTOR", i)))
+            atod = primary.get("ATODGAIN", hdr.get("ATODGAIN"))
+            try:
+                gain, rdnoise = detector_gain(atod, det)
+            except KeyError as exc:
+                raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
+            data = np.asarray(sh.data, dtype=np.float32)
+            data = np.array(data, dtype=np.float32, order="C")  # native endian copy
+            dq = as_uint16(dh.data).copy()
+            if clear:
+                dq &= np.uint16(~clear & 0xFFFF)
+            bad = ~np.isfinite(data)
+            if bad.any():
+                log.info("%s[sci,%s]: %d non-finite pixels set to 0 and flagged with DQ bit %d",
+                         root, hdr.get("EXTVER", i), int(bad.sum()), NAN_BIT)
+                data[bad] = 0.0
+                dq[bad] |= np.uint16(NAN_BIT)
+            bunit = str(hdr.get("BUNIT", primary.get("BUNIT", "COUNTS"))).upper()
+            if "ELECTRON" not in bunit:
+                data *= np.float32(gain)
+            if "/S" in bunit:
+                data *= np.float32(exptime)
+            wcs = chip_wcs(sci, sci.index_of(sh))
+            photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
+            chips.append(Chip(
+                root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
+                header=hdr.copy(), exptime=exptime, gain=float(gain), rdnoise=float(rdnoise),
+                pscale=chip_pscale(hdr, wcs), photflam=photflam / gain if photflam else 0.0,
+            ))
+    return Exposure(root=root, sci_path=Path(pair.sci), dq_path=Path(pair.dq),
+                    source=Path(source) if source else Path(pair.sci), primary=primary, chips=chips)

@@ -1,0 +1,182 @@
+"""Atomic updates of working copies: DQ flags, SCI keywords, chip WCS.
+
+Later steps write CR flags, MDRIZSKY and new WCS solutions through these
+helpers; each call rewrites the file under a temporary name and renames it,
+so a killed run never leaves a half-written working copy.  They refuse to
+write anything that is not inside a ``work`` directory made by ``ingest``
+unless ``allow_any=True`` (archive files are never modified).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from drizzleflow.engine.atomic import atomic_path
+from drizzleflow.engine.errors import OutputError
+from drizzleflow.steps.wcs_tools import altwcs, wcscorr
+
+from ..model import Exposure
+from .reader import dq_extensions
+from .updatewcs import strip_distortion
+
+__all__ = ["write_dq", "set_sci_keywords", "update_chip_wcs", "wcs_cards", "WORK_MARK"]
+
+log = logging.getLogger(__name__)
+
+#: primary-header keyword ingest writes into every working copy
+WORK_MARK = "DFWORK"
+
+
+def _guard(path, allow_any):
+    if allow_any:
+        return
+    try:
+        mark = fits.getval(path, WORK_MARK, ext=0)
+    except (KeyError, OSError):
+        mark = False
+    if not mark:
+        raise OutputError(f"{path}: not a drizzleflow working copy (no {WORK_MARK} keyword); "
+                          "archive inputs are never modified")
+
+
+def _rewrite(path, edit):
+    path = Path(path)
+    with fits.open(path, memmap=False) as hdul:
+        hdul.readall()
+        edit(hdul)
+        with atomic_path(path) as tmp:
+            hdul.writeto(tmp)
+
+
+def _as_map(extver, value):
+    return dict(extver) if isinstance(extver, dict) else {int(extver): value}
+
+
+def write_dq(exposure_or_path, extver, dq=None, *, allow_any=False):
+    """Replace DQ arrays of a working DQ file.
+
+    ``write_dq(exp, 2, dq)`` or ``write_dq(path, {1: dq1, 2: dq2})``.  The file's
+    integer type is kept (int16 archive files keep their bit pattern).
+    """
+    path = exposure_or_path.dq_path if isinstance(exposure_or_path, Exposure) else Path(exposure_or_path)
+    _guard(path, allow_any)
+    arrays = _as_map(extver, dq)
+
+    def edit(hdul):
+        exts = dq_extensions(hdul)
+        for ev, arr in arrays.items():
+            matches = [h for h in exts if int(h.header.get("EXTVER", 0)) == ev] or \
+                      ([exts[ev - 1]] if 0 < ev <= len(exts) else [])
+            if not matches:
+                raise OutputError(f"{path}: no DQ extension for chip {ev}")
+            h = matches[0]
+            arr = np.asarray(arr)
+            if arr.shape != h.data.shape:
+                raise OutputError(f"{path}: DQ for chip {ev} has shape {arr.shape}, file has {h.data.shape}")
+            dtype = h.data.dtype.newbyteorder("=")
+            h.data = arr.astype(np.uint16).view(np.int16) if dtype == np.int16 else arr.astype(dtype)
+    _rewrite(path, edit)
+
+
+def set_sci_keywords(path, extver, keywords=None, *, allow_any=False):
+    """Set keywords in SCI headers: ``set_sci_keywords(p, 1, {"MDRIZSKY": 3.2})``
+    or ``set_sci_keywords(p, {1: {...}, 2: {...}})``; ``extver=0`` is the primary.
+    Values may be ``(value, comment)`` tuples."""
+    if isinstance(path, Exposure):
+        path = path.sci_path
+    _guard(path, allow_any)
+    updates = _as_map(extver, keywords)
+
+    def edit(hdul):
+        for ev, kws in updates.items():
+            hdr = hdul[0].header if ev == 0 else hdul["SCI", ev].header
+            for k, v in kws.items():
+                hdr[k] = v
+    _rewrite(path, edit)
+
+
+def wcs_cards(wcs) -> dict:
+    """Linear WCS (CD form) and SIP keywords of an astropy WCS as a keyword dict."""
+    cards = {"WCSAXES": 2}
+    cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.pixel_scale_matrix
+    sip = wcs.sip is not None
+    ctype = [c.replace("-SIP", "") for c in wcs.wcs.ctype]
+    cards["CTYPE1"] = ctype[0] + ("-SIP" if sip else "")
+    cards["CTYPE2"] = ctype[1] + ("-SIP" if sip else "")
+    for i in (0, 1):
+        cards[f"CRPIX{i + 1}"] = float(wcs.wcs.crpix[i])
+        cards[f"CRVAL{i + 1}"] = float(wcs.wcs.crval[i])
+        for j in (0, 1):
+            cards[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    if sip:
+        for name, arr, order in (("A", wcs.sip.a, wcs.sip.a_order), ("B", wcs.sip.b, wcs.sip.b_order)):
+            cards[f"{name}_ORDER"] = int(order)
+            for p in range(order + 1):
+                for q in range(order + 1 - p):
+                    if p + q >= 2 and arr[p, q] != 0:
+                        cards[f"{name}_{p}_{q}"] = float(arr[p, q])
+        for name, arr, order in (("AP", wcs.sip.ap, wcs.sip.ap_order), ("BP", wcs.sip.bp, wcs.sip.bp_order)):
+            if arr is not None:
+                cards[f"{name}_ORDER"] = int(order)
+                for p in range(order + 1):
+                    for q in range(order + 1 - p):
+                        if arr[p, q] != 0:
+                            cards[f"{name}_{p}_{q}"] = float(arr[p, q])
+    cards["ORIENTAT"] = float(np.degrees(np.arctan2(cd[0, 1], cd[1, 1])))
+    return cards
+
+
+def update_chip_wcs(path, extver, wcs=None, *, wcsname, archive=True, keep_distortion=True,
+                    hdrname=None, descrip="", rms=(0.0, 0.0), nmatch=0, catalog="", allow_any=False):
+    """Make a new WCS the primary WCS of SCI chip(s) of a working copy.
+
+    Parameters
+    ----------
+    path : path or Exposure
+        Working science file.
+    extver : int or dict
+        Chip EXTVER with ``wcs``, or ``{extver: wcs}``.
+    wcs : astropy.wcs.WCS or dict
+        The new solution, or keyword cards (``CRVAL1``, ``CD1_1``, ...).
+    wcsname : str
+        WCSNAME of the new solution (e.g. ``"TWEAK"``).
+    archive : bool
+        Save the current primary as an alternate WCS key first.
+    keep_distortion : bool
+        Keep the file's SIP/D2IM when ``wcs`` is a dict without SIP keywords
+        (the usual case for a linear alignment correction).
+    """
+    if isinstance(path, Exposure):
+        path = path.sci_path
+    _guard(path, allow_any)
+    updates = _as_map(extver, wcs)
+
+    def edit(hdul):
+        wcscorr.ensure_wcscorr(hdul)  # OPUS rows first, before the primary changes
+        rows = []
+        for ev, new in updates.items():
+            hdr = hdul["SCI", ev].header
+            cards = dict(new) if isinstance(new, dict) else wcs_cards(new)
+            if archive and "CRVAL1" in hdr:
+                key = altwcs.name_to_key(hdr, hdr.get("WCSNAME", "")) or altwcs.archive_wcs(hdr)
+                log.debug("%s[sci,%d]: previous WCS kept as key %s", path, ev, key)
+            has_sip = any(k.startswith(("A_", "B_")) for k in cards)
+            if has_sip or not keep_distortion:
+                strip_distortion(hdr)
+            for k, v in cards.items():
+                if not keep_distortion or has_sip or not k.startswith("CTYPE"):
+                    hdr[k] = v
+            hdr["WCSNAME"] = (wcsname, "Coordinate system title")
+            if hdrname:
+                hdr["HDRNAME"] = (hdrname, "name of the headerlet this WCS came from")
+            rows.append(wcscorr.row_from_header(hdr, wcsname, " ", HDRNAME=hdrname or "",
+                                                SIPNAME=hdul[0].header.get("SIPNAME", ""),
+                                                PA_V3=hdul[0].header.get("PA_V3", 0.0),
+                                                RMS_RA=rms[0], RMS_Dec=rms[1], NMatch=nmatch,
+                                                Catalog=catalog, DESCRIP=descrip))
+        wcscorr.append_rows(hdul, rows)
+        hdul[0].header["NEXTEND"] = len(hdul) - 1
+    _rewrite(path, edit)
