@@ -11,13 +11,13 @@ at the corners) but are not the real calibration.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from drizzleflow.steps.instruments.wfpc2.reference_files import IDCRow, OffRow
 
-__all__ = ["CHIPS", "ChipSpec", "REF_CHIP", "idc_rows", "off_rows", "row34_table",
+__all__ = ["CHIPS", "ChipSpec", "REF_CHIP", "chip_specs", "idc_rows", "off_rows", "row34_table",
            "NARROW_ROW_DEFICIT", "NARROW_ROW_PERIOD", "OFFTAB_DATES"]
 
 REF_CHIP = 3
@@ -67,6 +67,19 @@ _DRIFT = {1: (0.012, -0.008, 0.0006), 2: (-0.009, 0.011, -0.0004),
           3: (0.0, 0.0, 0.0), 4: (0.007, 0.010, 0.0005)}   # arcsec/yr, arcsec/yr, deg/yr
 
 
+def chip_specs(size=800):
+    """The chip table for a ``size`` x ``size`` detector.
+
+    Smaller sizes (for fast tests) keep the pixel scales and distortion
+    coefficients and shrink the chips around their inner corner: reference
+    pixels and vignetted widths scale with ``size / 800``.
+    """
+    f = size / 800.0
+    return {k: replace(s, xref=round(s.xref * f, 2), yref=round(s.yref * f, 2),
+                       edge_x=max(2, int(round(s.edge_x * f))), edge_y=max(2, int(round(s.edge_y * f))))
+            for k, s in CHIPS.items()}
+
+
 def _coefficients(spec):
     s = spec.scale
     cx = np.zeros((4, 4))
@@ -84,13 +97,13 @@ def _coefficients(spec):
     return cx, cy
 
 
-def _layout():
+def _layout(specs):
     """(V2, V3, THETA) of every chip at the base epoch from the apex layout."""
-    ref = CHIPS[REF_CHIP]
+    ref = specs[REF_CHIP]
     # apex = WF3 frame position of WF3's inner corner (edge_x, edge_y)
     apex = np.array([(ref.edge_x - ref.xref) * ref.scale, (ref.edge_y - ref.yref) * ref.scale])
     out = {}
-    for k, spec in CHIPS.items():
+    for k, spec in specs.items():
         t = math.radians(spec.rotation)
         rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
         local = np.array([(spec.xref - spec.edge_x) * spec.scale, (spec.yref - spec.edge_y) * spec.scale])
@@ -104,19 +117,19 @@ def _layout():
     return out
 
 
-def idc_rows(filter1="F814W", filter2="CLEAR"):
+def idc_rows(size=800, filter1="F814W", filter2="CLEAR"):
     """IDCTAB rows (no V2REF/V3REF/THETA: those live in the OFFTAB)."""
     rows = []
-    for k, spec in CHIPS.items():
+    for k, spec in chip_specs(size).items():
         cx, cy = _coefficients(spec)
         rows.append(IDCRow(detchip=k, xref=spec.xref, yref=spec.yref, scale=spec.scale,
-                           cx=cx, cy=cy, filter1=filter1, filter2=filter2))
+                           cx=cx, cy=cy, xsize=size, ysize=size, filter1=filter1, filter2=filter2))
     return rows
 
 
-def off_rows():
+def off_rows(size=800):
     """OFFTAB rows: the base layout (at 2001-01-01) plus a slow linear drift."""
-    base = _layout()
+    base = _layout(chip_specs(size))
     rows = []
     for k in CHIPS:
         v2, v3, th = base[k]
