@@ -23,14 +23,22 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("drizzleflow")
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Plain messages for progress; ``WARNING: ...`` / ``ERROR: ...`` prefixes otherwise."""
+
+    def format(self, record):
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"{record.levelname}: {msg}"
+
+
 def _setup_logging(verbosity):
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("drizzleflow")
     root.setLevel(logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity > 0
-                                           else "%(message)s"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbosity > 0
+                         else _ConsoleFormatter())
     root.addHandler(handler)
     logging.captureWarnings(True)
 
