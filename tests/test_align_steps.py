@@ -41,7 +41,10 @@ def _render(w, stars, flux, rng, fwhm=2.2):
     return rng.poisson(np.clip(img, 0, None)).astype(np.float32) / 7.0   # DN, gain 7
 
 
-def make_set(tmp, errors, nstars=200, seed=0, empty_chip=None):
+DITHERS = [(0.0, 0.0), (0.25, 0.15), (0.11, 0.33), (0.5, 0.5)]   # arcsec, like a dither box
+
+
+def make_set(tmp, errors, nstars=200, seed=0, empty_chip=None, hot=0):
     """Working copies in tmp/work; returns (exposures product, truth WCS per root)."""
     rng = np.random.default_rng(seed)
     stars = np.column_stack([RA0 + rng.uniform(-13, 13, nstars) / 3600 / COSD,
@@ -58,9 +61,13 @@ def make_set(tmp, errors, nstars=200, seed=0, empty_chip=None):
         dq = [fits.PrimaryHDU(header=ph.copy())]
         truth[root] = {}
         for det, off, scale in CHIPS:
-            true = _wcs(off, scale, 15.0)
-            hdrw = _wcs(off, scale, 15.0, err)
+            dth = DITHERS[k]
+            true = _wcs((off[0] + dth[0], off[1] + dth[1]), scale, 15.0)
+            hdrw = _wcs((off[0] + dth[0], off[1] + dth[1]), scale, 15.0, err)
             data = _render(true, stars, flux, rng)
+            if hot:   # unflagged hot pixels, the same in every exposure
+                hp = np.random.default_rng(99 + det).integers(5, N - 5, (hot, 2))
+                data[hp[:, 1], hp[:, 0]] += 400.0
             if empty_chip == (k, det):
                 data = rng.normal(30 / 7, 0.3, data.shape).astype(np.float32)
             h = hdrw.to_header()
@@ -149,6 +156,33 @@ def test_chip_without_sources_warns_and_failure_is_clear(tmp_path, caplog):
     assert ctx.get("alignment")["images"]["ua060501m"]["status"] == "failed"
     hdr_after = fits.getheader(tmp_path / recs[1]["sci"], ("SCI", 1))
     assert hdr_after["CRVAL1"] == hdr_before["CRVAL1"] and "WCSNAME" not in hdr_after
+
+
+def test_headerlet_applied_as_primary_like_the_tutorial(tmp_path):
+    recs, truth = make_set(tmp_path, [(0, 0), (0.04, 0.03)], nstars=200)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**FS))
+    Align().run(ctx, Align.Params(minobj=10, updatehdr=False, headerlet=True, hdrname="test1",
+                                  attach=False, apply=True))
+    res = ctx.get("alignment")["images"]["ua060501m"]
+    assert res["applied"] and res["headerlet"].endswith("ua060501m_c0m_hlet.fits")
+    with fits.open(tmp_path / recs[1]["sci"]) as h:
+        assert h["SCI", 2].header["HDRNAME"] == "test1"
+        assert h["SCI", 2].header["WCSNAME"] == "TWEAK"
+        assert "WCSCORR" in h and not any(x.name == "HDRLET" for x in h)   # attach: false
+    assert _pointing_error_mas(tmp_path / recs[1]["sci"], truth["ua060501m"]) < 1.0
+
+
+def test_hot_pixels_do_not_fake_a_match(tmp_path):
+    """Unflagged hot pixels sit on the same chip pixels in every exposure; they
+    must not pull the fit to the dither offset."""
+    recs, truth = make_set(tmp_path, [(0, 0), (0.03, -0.02)], nstars=200, hot=150)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**FS))
+    Align().run(ctx, Align.Params(minobj=10))
+    res = ctx.get("alignment")["images"]["ua060501m"]
+    assert res["static_dropped"] > 50
+    assert _pointing_error_mas(tmp_path / recs[1]["sci"], truth["ua060501m"]) < 2.0
 
 
 def test_unsupported_region_names_image_and_chip(tmp_path):

@@ -77,7 +77,7 @@ def radec_to_plane(ra, dec, plane, flux=None):
 
 def align_catalog(img, ref, plane, *, searchrad=1.0, use2dhist=True, xoffset=0.0, yoffset=0.0,
                   tolerance=1.0, separation=0.5, minobj=15, fitgeometry="rscale",
-                  nclip=3, sigma=3.0, refine=2):
+                  nclip=3, sigma=3.0, refine=2, static_radius=0.3):
     """Match and fit one exposure's plane catalog to the reference.
 
     All distances are in plane pixels.  Raises :class:`AlignFailure` with a
@@ -89,6 +89,11 @@ def align_catalog(img, ref, plane, *, searchrad=1.0, use2dhist=True, xoffset=0.0
         ``hist`` (offset histogram info or None), ``fit`` (see
         ``fitting.iter_fit``), ``pairs`` ``(ii, jj)`` into ``img``/``ref``.
     """
+    img, ref, nstatic = drop_static_pairs(img, ref, static_radius)
+    if nstatic:
+        log.warning("align: dropped %d sources that sit on the same detector pixels in the image and "
+                    "the reference although the exposures are dithered (hot pixels or other detector "
+                    "artefacts, not stars)", nstatic)
     hist = None
     if use2dhist:
         hist = offset_histogram(img.xy[:, 0], img.xy[:, 1], ref.xy[:, 0], ref.xy[:, 1], searchrad)
@@ -99,8 +104,11 @@ def align_catalog(img, ref, plane, *, searchrad=1.0, use2dhist=True, xoffset=0.0
                       tolerance=tolerance, separation=separation, shift=shift0)
     if len(ii) < minobj:
         where = f" (histogram peak {hist['npeak']} at {shift0[0]:+.3f},{shift0[1]:+.3f})" if hist else ""
+        hint = (f"; {nstatic} sources were dropped as detector artefacts (same chip pixel in both "
+                "exposures although the headers say they were dithered): if these exposures were "
+                "not really dithered, set static_radius: 0") if nstatic else ""
         raise AlignFailure(f"only {len(ii)} matches within tolerance {tolerance:g} px, "
-                           f"minobj is {minobj}{where}")
+                           f"minobj is {minobj}{where}{hint}")
     center = plane_center(plane)
     try:
         fit = iter_fit(ref.xy[jj], img.xy[ii], fitgeometry, center=center, nclip=nclip, sigma=sigma)
@@ -117,4 +125,46 @@ def align_catalog(img, ref, plane, *, searchrad=1.0, use2dhist=True, xoffset=0.0
         raise AlignFailure(str(exc)) from None
     if fit["nfit"] < minobj:
         raise AlignFailure(f"only {fit['nfit']} pairs left after clipping, minobj is {minobj}")
-    return {"hist": hist, "fit": fit, "pairs": (ii, jj)}
+    return {"hist": hist, "fit": fit, "pairs": (ii, jj), "img": img, "ref": ref, "nstatic": nstatic}
+
+
+def _subset(cat, keep):
+    return PlaneCatalog(cat.xy[keep], cat.orig[keep], cat.ids[keep], cat.extver[keep], cat.radec[keep],
+                        cat.flux[keep] if len(cat.flux) == len(keep) else cat.flux)
+
+
+def drop_static_pairs(img, ref, radius=0.3, min_dither=1.0):
+    """Remove detector artefacts that would fake a match.
+
+    A hot pixel or cosmic-ray-free artefact sits at the same chip pixel in
+    every exposure; between dithered exposures it therefore "matches" at the
+    dither offset with an impossibly small scatter.  Sources of the same chip
+    found within ``radius`` chip pixels of each other in both lists, whose
+    plane positions differ by more than ``min_dither`` plane pixels (so the
+    exposures really were dithered there), are dropped from both lists.
+
+    Returns ``(img, ref, n_dropped_from_img)``.
+    """
+    if radius <= 0 or len(img) == 0 or len(ref) == 0 or not np.any(ref.extver):
+        return img, ref, 0
+    from scipy.spatial import cKDTree
+    bad_i = np.zeros(len(img), bool)
+    bad_r = np.zeros(len(ref), bool)
+    for ev in np.unique(img.extver):
+        si = np.flatnonzero(img.extver == ev)
+        sr = np.flatnonzero(ref.extver == ev)
+        if not len(si) or not len(sr):
+            continue
+        tree = cKDTree(ref.orig[sr])
+        d, k = tree.query(img.orig[si], k=1, distance_upper_bound=radius)
+        hit = np.isfinite(d)
+        if not hit.any():
+            continue
+        a, b = si[hit], sr[k[hit]]
+        moved = np.hypot(*(img.xy[a] - ref.xy[b]).T) > min_dither
+        bad_i[a[moved]] = True
+        bad_r[b[moved]] = True
+    n = int(bad_i.sum())
+    if n == 0:
+        return img, ref, 0
+    return _subset(img, ~bad_i), _subset(ref, ~bad_r), n

@@ -29,7 +29,7 @@ from .reports import (plot_histogram, plot_residuals, write_catalog_ecsv, write_
                       write_fit_match, write_shiftfile)
 from .solve import AlignFailure, align_catalog, chips_to_plane, radec_to_plane
 from .sources import find_sources as _find
-from .wcs_update import corrected_wcs, plane_center, tangent_plane, write_wcs_to_header
+from .wcs_update import corrected_wcs, tangent_plane
 
 __all__ = ["FindSources", "Align", "open_exposure_for"]
 
@@ -117,7 +117,8 @@ class FindSourcesParams(Params):
     use_crclean: bool = Field(True, description="detect on the CR-cleaned images of the cosmic_rays step when "
                                                 "available; otherwise on the working SCI with CR-flagged pixels masked")
     dqbits: Optional[int] = Field(None, ge=0, description="mask pixels with any DQ bit outside these good bits "
-                                                         "(None: only the CR bit 4096 is masked)")
+                                                         "(None: 8+1024 on the working SCI, no DQ mask on "
+                                                         "CR-cleaned images, whose flagged pixels are replaced)")
     edges: Union[Literal["wfpc2", "none"], dict[int, EdgeSpec]] = Field(
         "wfpc2", description="pyramid-edge masks per chip {chip: {x: .., y: ..}}; 'wfpc2' = the tutorial's "
                              "edges.py values (scaled to sub-array size), 'none' = no edge mask")
@@ -184,7 +185,9 @@ class FindSources(Step):
                 where = f"{root}[sci,{chip.extver}]"
                 bad = ~np.isfinite(chip.sci)
                 if path is None or params.dqbits is not None:
-                    good_bits = params.dqbits if params.dqbits is not None else (0xFFFF & ~CR_BIT)
+                    # CR-cleaned images already carry blotted values in flagged pixels;
+                    # on the working SCI, flagged pixels (hot, bad columns, CRs) are masked
+                    good_bits = params.dqbits if params.dqbits is not None else 8 | 1024
                     bad |= (chip.dq.astype(np.uint32) & (~good_bits & 0xFFFF)) != 0
                 # edges
                 if params.edges == "wfpc2":
@@ -258,6 +261,9 @@ class AlignParams(Params):
     nclip: int = Field(3, ge=0, description="sigma-clipping iterations")
     sigma: float = Field(3.0, gt=0, description="clipping limit in units of the per-axis fit rms")
     refine: int = Field(2, ge=0, description="re-match with the fitted transform and refit this many times")
+    static_radius: float = Field(0.3, ge=0, description="drop sources found on the same detector pixel "
+                                 "(within this many chip px) in image and reference although dithered: "
+                                 "hot pixels and other artefacts (0 = off)")
     maxrms: float = Field(1.0, gt=0, description="largest acceptable fit rms per axis (plane pixels); "
                                                  "above it the exposure is a failure")
     on_failure: Literal["error", "skip"] = Field("error", description="failed exposure: stop the run "
@@ -371,12 +377,14 @@ class Align(Step):
                                     xoffset=params.xoffset, yoffset=params.yoffset,
                                     tolerance=params.tolerance, separation=params.separation,
                                     minobj=params.minobj, fitgeometry=params.fitgeometry,
-                                    nclip=params.nclip, sigma=params.sigma, refine=params.refine)
+                                    nclip=params.nclip, sigma=params.sigma, refine=params.refine,
+                                    static_radius=params.static_radius)
             except AlignFailure as exc:
                 self._fail(context, params, root, str(exc), results)
                 continue
             fit = res["fit"]
             ii, jj = res["pairs"]
+            img, rref = res["img"], res["ref"]
             stem = c.get("stem", root)
             hist_png = resid_png = None
             peak = ""
@@ -385,10 +393,10 @@ class Align(Step):
                 peak = plot_histogram(hist_png, res["hist"], title=f"{stem} vs {Path(refname).name}")
             if params.plots:
                 resid_png = outdir / f"vector_{stem}.png"
-                plot_residuals(resid_png, fit, ref.xy[jj], title=f"{stem}")
+                plot_residuals(resid_png, fit, rref.xy[jj], title=f"{stem}")
             match = outdir / f"{stem}_catalog_fit.match"
-            write_fit_match(match, c["image"], refname, fit, ref.xy[jj], img.xy[ii], ref.orig[jj],
-                            img.orig[ii], ref.ids[jj], img.ids[ii], img.extver[ii], ref.radec[jj], pscale)
+            write_fit_match(match, c["image"], refname, fit, rref.xy[jj], img.xy[ii], rref.orig[jj],
+                            img.orig[ii], rref.ids[jj], img.ids[ii], img.extver[ii], rref.radec[jj], pscale)
             rms_mas = [r * pscale * 1000 for r in fit["rms"]]
             if max(fit["rms"]) > params.maxrms:
                 self._fail(context, params, root, f"fit rms {fit['rms'][0]:.3f} {fit['rms'][1]:.3f} plane px "
@@ -404,7 +412,7 @@ class Align(Step):
                              "matrix": fit["matrix"], "center": fit["center"], "rot": fit["rot"],
                              "scale": fit["scale"], "skew": fit["skew"], "rms": fit["rms"], "rms_mas": rms_mas,
                              "rmse": fit["rmse"], "nmatch": fit["nmatch"], "nfit": fit["nfit"],
-                             "histogram_peak": peak, "match_file": context.rel(match),
+                             "histogram_peak": peak, "static_dropped": res["nstatic"], "match_file": context.rel(match),
                              "hist_png": context.rel(hist_png) if hist_png else None,
                              "resid_png": context.rel(resid_png) if resid_png else None}
         if params.shiftfile:
@@ -433,11 +441,12 @@ class Align(Step):
                 stem = c.get("stem", root)
                 name = (params.hdrfile or "{stem}_hlet.fits").format(root=root, stem=stem)
                 hpath = outdir / name
-                _write_headerlet(hpath, sci_path, root, new_wcs, params, extra, refname)
+                hlet = _make_headerlet(hpath, sci_path, root, new_wcs, params, extra, refname)
                 r["headerlet"] = context.rel(hpath)
-                if params.attach or params.apply:
-                    _attach_apply(sci_path, hpath, attach=params.attach, apply=params.apply and not params.updatehdr,
-                                  wcsname=params.wcsname, new_wcs=new_wcs, extra=extra)
+                # with updatehdr the solution is already primary: only attach
+                _attach_apply(sci_path, hlet, attach=params.attach,
+                              apply=params.apply and not params.updatehdr)
+                r["applied"] = bool(params.apply and not params.updatehdr)
         naligned = sum(1 for r in results.values() if r["status"] == "aligned")
         nfail = sum(1 for r in results.values() if r["status"] == "failed")
         context.log.info("align: %d aligned, %d failed, reference %s (%.1f s)", naligned, nfail,
@@ -472,80 +481,32 @@ def _update_working_copy(sci_path, new_wcs, wcsname, extra, hdrname=None, catalo
                     catalog=str(catalog)[:60])
 
 
-def _write_headerlet(hpath, sci_path, root, new_wcs, params, extra, refname):
-    """Create a headerlet through the WFPC2 I/O helpers when they exist, else
-    a minimal stwcs-layout headerlet (PRIMARY + one SIPWCS per chip)."""
-    from drizzleflow.engine.atomic import atomic_path
-    try:
-        from drizzleflow.steps.instruments.wfpc2 import headerlet as H  # noqa: F401
-        create = getattr(H, "create_headerlet_from_wcs", None)
-    except ImportError:
-        create = None
-    if create is not None:
-        create(hpath, sci_path, new_wcs, hdrname=params.hdrname, wcsname=params.wcsname,
-               extra=extra, catalog=refname)
-        return
-    with fits.open(sci_path) as src:
-        prim = fits.PrimaryHDU()
-        ph = prim.header
-        ph["DESTIM"] = (root, "destination observation root name")
-        ph["HDRNAME"] = (params.hdrname, "headerlet name")
-        ph["WCSNAME"] = (params.wcsname, "WCS name")
-        ph["SIPNAME"] = (src[0].header.get("SIPNAME", "N/A"), "SIP distortion model name")
-        ph["DISTNAME"] = (src[0].header.get("DISTNAME", ph["SIPNAME"]), "distortion model name")
-        ph["RMS_RA"] = extra["CRDER1"]
-        ph["RMS_DEC"] = extra["CRDER2"]
-        ph["NMATCH"] = extra["NMATCH"]
-        ph["CATALOG"] = str(refname)[:60]
-        ph["AUTHOR"] = "drizzleflow align"
-        hdus = [prim]
-        for h in src:
-            if h.name == "SCI" and h.header.get("EXTVER", 1) in new_wcs:
-                ev = h.header.get("EXTVER", 1)
-                hh = fits.Header()
-                hh["TG_ENAME"] = "SCI"
-                hh["TG_EVER"] = ev
-                wh = new_wcs[ev].to_header(relax=True)
-                for card in wh.cards:
-                    if card.keyword in ("DATE-OBS", "MJD-OBS", "DATEREF", "MJDREF", "WCSAXES") or \
-                            card.keyword.startswith(("LATPOLE", "LONPOLE", "RADESYS", "EQUINOX")):
-                        continue
-                    hh[card.keyword] = (card.value, card.comment)
-                for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"):
-                    hh.remove(k, ignore_missing=True)
-                cd = np.asarray(new_wcs[ev].pixel_scale_matrix)
-                for k in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2"):
-                    hh.remove(k, ignore_missing=True)
-                hh["CD1_1"], hh["CD1_2"], hh["CD2_1"], hh["CD2_2"] = cd[0, 0], cd[0, 1], cd[1, 0], cd[1, 1]
-                hh["WCSNAME"] = params.wcsname
-                hdu = fits.ImageHDU(header=hh, name="SIPWCS", ver=ev)
-                hdus.append(hdu)
-        with atomic_path(hpath) as tmp:
-            fits.HDUList(hdus).writeto(tmp)
+def _make_headerlet(hpath, sci_path, root, new_wcs, params, extra, refname):
+    """Headerlet of the new solution (wcs_tools.headerlet layout): built from
+    the working copy's chips, with each SIPWCS extension's CRVAL/CD replaced by
+    the aligned values (SIP and D2IM unchanged)."""
+    from drizzleflow.steps.wcs_tools.headerlet import create_headerlet, write_headerlet
+    hlet = create_headerlet(sci_path, params.hdrname, wcsname=params.wcsname, destim=root,
+                            author="drizzleflow align", descrip=f"{params.fitgeometry} fit to {Path(refname).name}",
+                            catalog=str(Path(refname).name)[:60], nmatch=extra["NMATCH"],
+                            rms_ra=extra["CRDER1"], rms_dec=extra["CRDER2"])
+    for h in hlet[1:]:
+        if h.name != "SIPWCS":
+            continue
+        ev = int(h.header.get("TG_EVER", h.header.get("EXTVER", 1)))
+        if ev in new_wcs:
+            for k, v in _linear_cards(new_wcs[ev]).items():
+                h.header[k] = v
+            h.header["CRDER1"] = extra["CRDER1"]
+            h.header["CRDER2"] = extra["CRDER2"]
+    write_headerlet(hlet, hpath)
+    return hlet
 
 
-def _attach_apply(sci_path, hpath, *, attach, apply, wcsname, new_wcs, extra):
-    """Attach and/or apply a headerlet, through the WFPC2 helpers when present."""
-    try:
-        from drizzleflow.steps.instruments.wfpc2 import headerlet as H
-    except ImportError:
-        H = None
-    if H is not None and hasattr(H, "apply_headerlet_as_primary") and apply:
-        H.apply_headerlet_as_primary(sci_path, hpath, attach=attach)
-        return
-    if H is not None and hasattr(H, "attach_headerlet") and attach and not apply:
-        H.attach_headerlet(sci_path, hpath)
-        return
+def _attach_apply(sci_path, hlet, *, attach, apply):
+    """The tutorial's apply_headerlet_as_primary (and/or attach) on the working copy."""
+    from drizzleflow.steps.wcs_tools.headerlet import apply_headerlet_as_primary, attach_headerlet
     if apply:
-        hdrname = fits.getval(hpath, "HDRNAME")
-        _update_working_copy(sci_path, new_wcs, wcsname, extra, hdrname=hdrname)
-    if attach:
-        from drizzleflow.steps.chain.common import update_file
-        data = np.frombuffer(Path(hpath).read_bytes(), dtype=np.uint8)
-        name = fits.getval(hpath, "HDRNAME")
-
-        def edit(hdul):
-            ver = len([h for h in hdul if h.name == "HDRLET"]) + 1
-            hdul.append(fits.ImageHDU(data=data, name="HDRLET", ver=ver,
-                                      header=fits.Header([("HDRNAME", name)])))
-        update_file(sci_path, edit)
+        apply_headerlet_as_primary(sci_path, hlet, attach=attach, archive=True)
+    elif attach:
+        attach_headerlet(sci_path, hlet)
