@@ -35,7 +35,10 @@ def _setup_logging(verbosity):
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("drizzleflow")
     root.setLevel(logging.DEBUG)
+    for old in [h for h in root.handlers if getattr(h, "_drizzleflow_cli", False)]:
+        root.removeHandler(old)  # main() called again in the same process (tests, notebooks)
     handler = logging.StreamHandler(sys.stderr)
+    handler._drizzleflow_cli = True
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbosity > 0
                          else _ConsoleFormatter())

@@ -28,8 +28,22 @@ def own_lines(stderr):
 
 
 def cli(*args, cwd):
+    """Run the command line as a user does: a new process."""
     return subprocess.run([sys.executable, "-m", "drizzleflow.engine.cli", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def incli(capsys, monkeypatch):
+    """Run the command line in this process (faster; for output checks that need no fresh process)."""
+    from drizzleflow.engine.cli import main
+
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out, err)
+    return run
 
 
 @pytest.fixture
@@ -60,24 +74,24 @@ def test_typo_gives_position_key_and_suggestion(work):
     assert not (work / "out").exists()       # nothing ran
 
 
-def test_out_of_range_gives_allowed_range(work):
+def test_out_of_range_gives_allowed_range(work, incli):
     (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_drizzle, params: {pixfrac: 1.5}}\n')
-    p = cli("validate", "r.yaml", cwd=work)
+    p = incli("validate", "r.yaml", cwd=work)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "r.yaml:3:43: toy_drizzle.pixfrac:" in p.stderr and "allowed: 0 < value <= 1" in p.stderr
     # the same value from the command line, by its dotted name and by an alias
-    p = cli("validate", "r.yaml", "toy_drizzle.pixfrac=0.5", cwd=work)
+    p = incli("validate", "r.yaml", "toy_drizzle.pixfrac=0.5", cwd=work)
     assert p.returncode == 0 and "OK" in p.stdout
     (work / "s.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale}\n')
-    p = cli("validate", "s.yaml", "toy_factor=500", cwd=work)
+    p = incli("validate", "s.yaml", "toy_factor=500", cwd=work)
     assert p.returncode == 2 and "toy_scale.factor (given as toy_factor)" in p.stderr and "<= 100" in p.stderr
 
 
-def test_yaml12_values_reach_the_validator_as_written(work):
+def test_yaml12_values_reach_the_validator_as_written(work, incli):
     # `mode: on` stays the string "on" (YAML 1.1 would make it True) and is then refused by the pattern
     (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale, '
                                  'params: {mode: on}}\n')
-    p = cli("validate", "r.yaml", cwd=work)
+    p = incli("validate", "r.yaml", cwd=work)
     assert p.returncode == 2 and "toy_scale.mode" in p.stderr
     assert "String should match pattern" in p.stderr       # a bool would fail as "not a valid string"
 
@@ -94,34 +108,34 @@ def test_run_prints_summary_and_second_run_is_cached(work):
     assert "2 steps: 2 ran" in p.stdout and own_lines(p.stderr) == []
 
 
-def test_refused_output_is_one_line_exit_2(work):
+def test_refused_output_is_one_line_exit_2(work, incli):
     (work / "out").mkdir()
     (work / "out" / "x").write_text("")
     (work / "r.yaml").write_text('input: "*.dat"\noutput: out\nsteps: [{step: toy_source}]\n')
-    p = cli("run", "r.yaml", cwd=work)
+    p = incli("run", "r.yaml", cwd=work)
     assert p.returncode == 2 and len(own_lines(p.stderr)) == 1 and "--overwrite" in p.stderr
 
 
-def test_steps_and_explain(work):
-    p = cli("steps", cwd=work)
+def test_steps_and_explain(work, incli):
+    p = incli("steps", cwd=work)
     assert p.returncode == 0
     for name in ("toy_source", "toy_scale", "toy_drizzle", "toy_sum"):
         assert f"\n{name}  (v" in "\n" + p.stdout
     assert "factor = 2.0  (alias: toy_factor)" in p.stdout
-    p = cli("explain", "toy_drizzle", cwd=work)
+    p = incli("explain", "toy_drizzle", cwd=work)
     assert p.returncode == 0
     assert "pixfrac\n      type: float\n      default: 1.0\n      allowed: 0 < value <= 1" in p.stdout
-    p = cli("explain", "toy_drizle", cwd=work)
+    p = incli("explain", "toy_drizle", cwd=work)
     assert p.returncode == 2 and "did you mean `toy_drizzle`" in p.stderr
 
 
-def test_schema_is_up_to_date_and_deterministic(work):
+def test_schema_is_up_to_date_and_deterministic(work, incli):
     checked_in = ROOT / "schemas" / "recipe.schema.json"
     assert checked_in.exists(), "run `drizzleflow schema` to create schemas/recipe.schema.json"
     assert schema_text() == schema_text()
     assert checked_in.read_text() == schema_text(), \
         "schemas/recipe.schema.json is out of date: run `drizzleflow schema` and commit it"
-    p = cli("schema", "--out", work / "s", cwd=work)
+    p = incli("schema", "--out", work / "s", cwd=work)
     assert p.returncode == 0 and (work / "s" / "recipe.schema.json").read_text() == schema_text()
     schema = json.loads(schema_text())
     branch = next(b for b in schema["properties"]["steps"]["items"]["anyOf"]
@@ -139,9 +153,9 @@ def test_configs_validate_against_the_schema_keys():
         assert f.read_text().startswith("# yaml-language-server: $schema=../schemas/recipe.schema.json"), f
 
 
-def test_import_astrodrizzle_tutorial_call(work):
+def test_import_astrodrizzle_tutorial_call(work, incli):
     (work / "call.txt").write_text(TUTORIAL_CALL)
-    p = cli("import-astrodrizzle", "call.txt", cwd=work)
+    p = incli("import-astrodrizzle", "call.txt", cwd=work)
     assert p.returncode == 0, p.stderr
     data, _ = load_yaml(p.stdout, filename="<import>")
     assert data["input"] == "*c0m.fits"
@@ -159,24 +173,24 @@ def test_import_astrodrizzle_tutorial_call(work):
         else:   # not registered (yet): listed, never silently dropped
             assert f"#   {alias}=" in p.stdout
     # the same text passed inline, and the result validates as a recipe (when every name mapped)
-    p2 = cli("import-astrodrizzle", TUTORIAL_CALL, cwd=work)
+    p2 = incli("import-astrodrizzle", TUTORIAL_CALL, cwd=work)
     assert p2.stdout == p.stdout
 
 
-def test_import_astrodrizzle_maps_toy_alias_and_reports_unknown(work):
-    p = cli("import-astrodrizzle", "AstroDrizzle('*.dat', toy_factor=3, bogus_par=1, num_cores=4)", cwd=work)
+def test_import_astrodrizzle_maps_toy_alias_and_reports_unknown(work, incli):
+    p = incli("import-astrodrizzle", "AstroDrizzle('*.dat', toy_factor=3, bogus_par=1, num_cores=4)", cwd=work)
     assert p.returncode == 0
     data, _ = load_yaml(p.stdout, filename="<import>")
     assert {"name": "toy_scale", "step": "toy_scale", "params": {"factor": 3.0}} in data["steps"]
     assert "bogus_par=1: no registered step declares" in p.stdout and "bogus_par" in p.stderr
     assert "num_cores=4: use --workers" in p.stdout
-    p = cli("import-astrodrizzle", "AstroDrizzle('*.dat', final_pixfrac=some_variable)", cwd=work)
+    p = incli("import-astrodrizzle", "AstroDrizzle('*.dat', final_pixfrac=some_variable)", cwd=work)
     assert p.returncode == 2 and "only literal values" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_bad_override_syntax(work):
+def test_bad_override_syntax(work, incli):
     (work / "r.yaml").write_text('input: "*.dat"\nsteps: [{step: toy_source}]\n')
-    p = cli("validate", "r.yaml", "toy_source.length", cwd=work)
+    p = incli("validate", "r.yaml", "toy_source.length", cwd=work)
     assert p.returncode == 2
-    p = cli("validate", "missing.yaml", cwd=work)
+    p = incli("validate", "missing.yaml", cwd=work)
     assert p.returncode == 2 and "missing.yaml: file not found" in p.stderr
