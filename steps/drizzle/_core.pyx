@@ -42,10 +42,12 @@ DEF ST_HUGE = 2
 # largest side (output pixels) of one drop; beyond that the pixel map is broken
 DEF MAX_DROP_SIDE = 4096
 
+# input rows per traversal tile (columns: the `chunk` argument)
+DEF TILE_ROWS = 16
+
 
 cdef struct Acc:
-    double* s        # sum of w*d, (ony, onx)
-    double* w        # sum of w
+    double* acc      # interleaved (sum of w*d, sum of w), (ony, onx, 2)
     int* ctx         # context plane or NULL
     unsigned int bit
     Py_ssize_t onx, ony
@@ -61,23 +63,36 @@ cdef inline int _reserve(Scratch* sc, Py_ssize_t n) noexcept nogil:
     cdef double* p
     if n <= sc.cap:
         return ST_OK
+    if n < 64:
+        n = 64
     p = <double*>realloc(sc.buf, n * sizeof(double))
     if p == NULL:
         return ST_NOMEM
+    memset(p, 0, n * sizeof(double))
     sc.buf = p
     sc.cap = n
     return ST_OK
 
 
+cdef inline Py_ssize_t _ifloor(double x) noexcept nogil:
+    # floor for finite |x| < 2**62 without a libm call
+    cdef Py_ssize_t i = <Py_ssize_t>x
+    return i - (x < <double>i)
+
+
+cdef inline double _dfloor(double x) noexcept nogil:
+    return <double>_ifloor(x)
+
+
 cdef inline Py_ssize_t _iround(double x) noexcept nogil:
     # index of the output pixel containing x (pixels are [k-0.5, k+0.5))
-    return <Py_ssize_t>floor(x + 0.5)
+    return _ifloor(x + 0.5)
 
 
 cdef inline void _add(Acc* a, Py_ssize_t ii, Py_ssize_t jj, double w, double d) noexcept nogil:
     cdef Py_ssize_t q = jj * a.onx + ii
-    a.s[q] += w * d
-    a.w[q] += w
+    a.acc[2 * q] += w * d
+    a.acc[2 * q + 1] += w
     if a.ctx != NULL and w > 0.0:
         a.ctx[q] |= <int>a.bit
 
@@ -123,11 +138,11 @@ cdef inline void _edge(double u0, double v0, double u1, double v1,
     vend = v0 + tb * dv
     if dv > 0.0:
         sr = 1.0
-        kr = floor(vm) + 1.0
+        kr = _dfloor(vm) + 1.0
         tr = (kr - v0) * invdv if kr < vend else 2.0
     else:
         sr = -1.0
-        kr = floor(vm)
+        kr = _dfloor(vm)
         if kr >= vm:
             kr -= 1.0
         tr = (kr - v0) * invdv if kr > vend else 2.0
@@ -142,14 +157,14 @@ cdef inline void _edge(double u0, double v0, double u1, double v1,
         invdu = 1.0 / du
         if du > 0.0:
             sc = 1.0
-            kc = floor(um) + 1.0
+            kc = _dfloor(um) + 1.0
             if kc < 0.0:
                 kc = 0.0
             if kc < uend and kc <= <double>bw:
                 tc = (kc - u0) * invdu
         else:
             sc = -1.0
-            kc = floor(um)
+            kc = _dfloor(um)
             if kc >= um:
                 kc -= 1.0
             if kc > <double>bw:
@@ -167,13 +182,13 @@ cdef inline void _edge(double u0, double v0, double u1, double v1,
             tm = 0.5 * (t0 + t1)
             um = u0 + tm * du
             vm = v0 + tm * dv
-            row = <Py_ssize_t>floor(vm)
+            row = _ifloor(vm)
             if 0 <= row < bh:
                 d = (t1 - t0) * dv
                 if um < 0.0:
                     acc[row * stride] += d
                 elif um < <double>bw:
-                    col = <Py_ssize_t>floor(um)
+                    col = _ifloor(um)
                     f = um - <double>col
                     acc[row * stride + col] += d * (1.0 - f)
                     acc[row * stride + col + 1] += d * f
@@ -195,11 +210,87 @@ cdef inline void _edge(double u0, double v0, double u1, double v1,
         t0 = t1
 
 
+cdef inline void _edge_inside(double u0, double v0, double u1, double v1,
+                              double* acc, Py_ssize_t bw, Py_ssize_t bh) noexcept nogil:
+    """``_edge`` for an edge known to lie inside the buffer [0, bw] x [0, bh].
+
+    Walks the cells the edge crosses with incremental row/column indices (no
+    floor per piece); indices are clamped so that rounding at the very ends
+    of the edge cannot leave the buffer.
+    """
+    cdef double du = u1 - u0, dv = v1 - v0
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, f
+    cdef Py_ssize_t row, col, sr, sc, stride = bw + 1, rr, cc
+    cdef double* p
+    if dv == 0.0:
+        return
+    if dv > 0.0:
+        row = _ifloor(v0)
+        sr = 1
+        dtr = 1.0 / dv
+        tr = (<double>(row + 1) - v0) * dtr
+    else:
+        row = -_ifloor(-v0) - 1
+        sr = -1
+        dtr = -1.0 / dv
+        tr = (v0 - <double>row) * dtr
+    if du > 0.0:
+        col = _ifloor(u0)
+        sc = 1
+        dtc = 1.0 / du
+        tc = (<double>(col + 1) - u0) * dtc
+    elif du < 0.0:
+        col = -_ifloor(-u0) - 1
+        sc = -1
+        dtc = -1.0 / du
+        tc = (u0 - <double>col) * dtc
+    else:
+        col = _ifloor(u0)
+        sc = 0
+        dtc = 0.0
+        tc = 2.0
+    t0 = 0.0
+    while True:
+        t1 = tr if tr < tc else tc
+        if t1 > 1.0:
+            t1 = 1.0
+        um = u0 + 0.5 * (t0 + t1) * du
+        d = (t1 - t0) * dv
+        rr = row
+        if rr < 0: rr = 0
+        if rr > bh - 1: rr = bh - 1
+        cc = col
+        if cc < 0: cc = 0
+        if cc > bw - 1: cc = bw - 1
+        f = um - <double>cc
+        p = acc + rr * stride + cc
+        p[0] += d * (1.0 - f)
+        p[1] += d * f
+        if t1 >= 1.0:
+            break
+        if tr <= tc:
+            row += sr
+            tr += dtr
+            if t1 == tc:
+                col += sc
+                tc += dtc
+        else:
+            col += sc
+            tc += dtc
+        t0 = t1
+
+
 cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
                        double d, double w) noexcept nogil:
     """Spread one shrunken input pixel (quadrilateral xs, ys) over the output."""
     cdef double jac, xmin, xmax, ymin, ymax, s, thr, invj, frac
     cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, r, c, k, stride
+    cdef int clipped, bit
+    cdef double wj, wd
+    cdef double* out
+    cdef double* cell
+    cdef int* ctx
+    cdef Py_ssize_t onx, q
     cdef double u[4]
     cdef double v[4]
     cdef double* acc
@@ -215,22 +306,33 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
         if xs[k] > xmax: xmax = xs[k]
         if ys[k] < ymin: ymin = ys[k]
         if ys[k] > ymax: ymax = ys[k]
+    if xmax - xmin > MAX_DROP_SIDE or ymax - ymin > MAX_DROP_SIDE:
+        return ST_HUGE
+    if xmax < -0.5 or xmin >= <double>a.onx - 0.5 or ymax < <double>a.band0 - 0.5 \
+            or ymin >= <double>a.band1 - 0.5:
+        return ST_OK
     ii0 = _iround(xmin)
     ii1 = _iround(xmax)
     jj0 = _iround(ymin)
     jj1 = _iround(ymax)
-    if ii1 - ii0 > MAX_DROP_SIDE or jj1 - jj0 > MAX_DROP_SIDE:
-        return ST_HUGE
-    if ii0 < 0: ii0 = 0
-    if ii1 > a.onx - 1: ii1 = a.onx - 1
-    if jj0 < a.band0: jj0 = a.band0
-    if jj1 > a.band1 - 1: jj1 = a.band1 - 1
+    clipped = 0
+    if ii0 < 0:
+        ii0 = 0
+        clipped = 1
+    if ii1 > a.onx - 1:
+        ii1 = a.onx - 1
+        clipped = 1
+    if jj0 < a.band0:
+        jj0 = a.band0
+        clipped = 1
+    if jj1 > a.band1 - 1:
+        jj1 = a.band1 - 1
+        clipped = 1
     if ii0 > ii1 or jj0 > jj1:
         return ST_OK
     invj = 1.0 / jac
     # whole drop inside one output pixel
-    if ii0 == ii1 and jj0 == jj1 and xmin >= ii0 - 0.5 and xmax < ii0 + 0.5 \
-            and ymin >= jj0 - 0.5 and ymax < jj0 + 0.5:
+    if ii0 == ii1 and jj0 == jj1 and clipped == 0:
         _add(a, ii0, jj0, w, d)
         return ST_OK
     bw = ii1 - ii0 + 1
@@ -238,28 +340,44 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
     stride = bw + 1
     if _reserve(sc, bh * stride) != ST_OK:
         return ST_NOMEM
-    acc = sc.buf
-    memset(acc, 0, bh * stride * sizeof(double))
+    acc = sc.buf       # all zero between calls
     for k in range(4):
         u[k] = xs[k] + 0.5 - <double>ii0
         v[k] = ys[k] + 0.5 - <double>jj0
-    for k in range(4):
-        _edge(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], acc, bw, bh)
+    if clipped:
+        for k in range(4):
+            _edge(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], acc, bw, bh)
+    else:
+        for k in range(4):
+            _edge_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], acc, bw, bh)
     thr = 1e-12 * fabs(jac) + 1e-14
+    out = a.acc
+    ctx = a.ctx
+    bit = <int>a.bit
+    onx = a.onx
+    wj = w * invj
+    wd = wj * d
     for r in range(bh):
         s = 0.0
+        cell = acc + r * stride
+        q = (jj0 + r) * onx + ii0
         for c in range(bw):
-            s += acc[r * stride + c]
+            s += cell[c]
+            cell[c] = 0.0
             if fabs(s) > thr:
-                frac = s * invj
-                _add(a, ii0 + c, jj0 + r, frac * w, d)
+                out[2 * (q + c)] += s * wd
+                out[2 * (q + c) + 1] += s * wj
+                if ctx != NULL and s * wj > 0.0:
+                    ctx[q + c] |= bit
+        cell[bw] = 0.0
     return ST_OK
 
 
 cdef inline void _lerp_row(const double* pm, Py_ssize_t nx, Py_ssize_t ny,
-                           double y, double* outx, double* outy) noexcept nogil:
-    """Pixel-map row at fractional row ``y`` (linear, extrapolated at the ends)."""
-    cdef Py_ssize_t jl = <Py_ssize_t>floor(y)
+                           double y, double* outx, double* outy,
+                           Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Pixel-map row at fractional row ``y``, columns [i0, i1) (linear, extrapolated at the ends)."""
+    cdef Py_ssize_t jl = _ifloor(y)
     cdef Py_ssize_t i
     cdef double f
     cdef const double* r0
@@ -269,13 +387,13 @@ cdef inline void _lerp_row(const double* pm, Py_ssize_t nx, Py_ssize_t ny,
     f = y - <double>jl
     r0 = pm + jl * nx * 2
     r1 = r0 + nx * 2
-    for i in range(nx):
+    for i in range(i0, i1):
         outx[i] = r0[2 * i] + f * (r1[2 * i] - r0[2 * i])
         outy[i] = r0[2 * i + 1] + f * (r1[2 * i + 1] - r0[2 * i + 1])
 
 
 cdef inline double _lerp_at(const double* row, Py_ssize_t nx, double x) noexcept nogil:
-    cdef Py_ssize_t il = <Py_ssize_t>floor(x)
+    cdef Py_ssize_t il = _ifloor(x)
     if il < 0: il = 0
     if il > nx - 2: il = nx - 2
     return row[il] + (x - <double>il) * (row[il + 1] - row[il])
@@ -303,7 +421,8 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t y0, Py_ssize_t y1,
                       const double* chunks, Py_ssize_t chunk, Py_ssize_t nchunk,
                       long long* nskipped) noexcept nogil:
-    cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce
+    cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce, tj0, tj1, li0, li1, prev_i
+    cdef int share = pixfrac == 1.0
     cdef double X, Y, d, w, dh, pfo, fac, efac, es, order, ox, oy, lo, hi
     cdef double xs[4]
     cdef double ys[4]
@@ -345,117 +464,131 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
         if fx == NULL:
             return ST_NOMEM
         fy = fx + nb
-    for j in range(y0, y1 + 1):
-        # skip rows none of whose chunks reach this band
-        if chunks != NULL:
-            k = 0
-            for c in range(nchunk):
-                if chunks[(j * nchunk + c) * 2] <= band_hi and chunks[(j * nchunk + c) * 2 + 1] >= band_lo:
-                    k = 1
-                    break
-            if k == 0:
-                continue
-        if kernel == K_SQUARE:
-            _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx)
-            _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx)
-        for c in range(x0 // chunk, x1 // chunk + 1):
-            if chunks != NULL and (chunks[(j * nchunk + c) * 2] > band_hi or
-                                   chunks[(j * nchunk + c) * 2 + 1] < band_lo):
-                continue
-            cs = c * chunk
-            ce = cs + chunk - 1
-            if cs < x0: cs = x0
-            if ce > x1: ce = x1
-            for i in range(cs, ce + 1):
-                k = j * nx + i
-                if mask != NULL and mask[k] == 0:
-                    continue
-                w = wscale
-                if wmap != NULL:
-                    w = w * wmap[k]
-                if w == 0.0:
-                    continue
-                d = <double>data[k]
-                if isnan(d):
-                    nskipped[0] += 1
-                    continue
-                d = d * dscale
-                X = pm[2 * k]
-                Y = pm[2 * k + 1]
-                if kernel == K_SQUARE:
-                    lo = <double>i - dh
-                    hi = <double>i + dh
-                    xs[0] = _lerp_at(rows, nx, lo)
-                    ys[0] = _lerp_at(rows + nx, nx, lo)
-                    xs[1] = _lerp_at(rows, nx, hi)
-                    ys[1] = _lerp_at(rows + nx, nx, hi)
-                    xs[2] = _lerp_at(rows + 2 * nx, nx, hi)
-                    ys[2] = _lerp_at(rows + 3 * nx, nx, hi)
-                    xs[3] = _lerp_at(rows + 2 * nx, nx, lo)
-                    ys[3] = _lerp_at(rows + 3 * nx, nx, lo)
-                    if not (isfinite(xs[0]) and isfinite(xs[1]) and isfinite(xs[2]) and isfinite(xs[3])
-                            and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
-                        nskipped[0] += 1
-                        continue
-                    st = _square_pixel(a, &sc, xs, ys, d, w)
-                    if st != ST_OK:
-                        break
-                    continue
-                if not (isfinite(X) and isfinite(Y)):
-                    nskipped[0] += 1
-                    continue
-                if kernel == K_POINT:
-                    ii = _iround(X)
-                    jj = _iround(Y)
-                    if 0 <= ii < a.onx and a.band0 <= jj < a.band1:
-                        _add(a, ii, jj, w, d)
-                    continue
-                ii0 = _iround(X - pfo)
-                ii1 = _iround(X + pfo)
-                jj0 = _iround(Y - pfo)
-                jj1 = _iround(Y + pfo)
-                if ii0 < 0: ii0 = 0
-                if ii1 > a.onx - 1: ii1 = a.onx - 1
-                if jj0 < a.band0: jj0 = a.band0
-                if jj1 > a.band1 - 1: jj1 = a.band1 - 1
-                if ii0 > ii1 or jj0 > jj1:
-                    continue
-                if ii1 - ii0 + 1 > nb or jj1 - jj0 + 1 > nb:
-                    st = ST_HUGE
-                    break
-                if kernel == K_TURBO:
-                    for ii in range(ii0, ii1 + 1):
-                        ox = (X + pfo if X + pfo < ii + 0.5 else ii + 0.5) - \
-                             (X - pfo if X - pfo > ii - 0.5 else ii - 0.5)
-                        fx[ii - ii0] = ox if ox > 0.0 else 0.0
-                    for jj in range(jj0, jj1 + 1):
-                        oy = (Y + pfo if Y + pfo < jj + 0.5 else jj + 0.5) - \
-                             (Y - pfo if Y - pfo > jj - 0.5 else jj - 0.5)
-                        fy[jj - jj0] = oy * fac if oy > 0.0 else 0.0
-                elif kernel == K_GAUSSIAN:
-                    for ii in range(ii0, ii1 + 1):
-                        ox = X - <double>ii
-                        fx[ii - ii0] = exp(-ox * ox * efac)
-                    for jj in range(jj0, jj1 + 1):
-                        oy = Y - <double>jj
-                        fy[jj - jj0] = es * exp(-oy * oy * efac)
-                else:
-                    for ii in range(ii0, ii1 + 1):
-                        fx[ii - ii0] = _lanczos((X - <double>ii) * pscale / pixfrac, order)
-                    for jj in range(jj0, jj1 + 1):
-                        fy[jj - jj0] = _lanczos((Y - <double>jj) * pscale / pixfrac, order)
-                for jj in range(jj0, jj1 + 1):
-                    oy = fy[jj - jj0]
-                    if oy == 0.0:
-                        continue
-                    for ii in range(ii0, ii1 + 1):
-                        ox = fx[ii - ii0] * oy
-                        if ox != 0.0:
-                            _add(a, ii, jj, ox * w, d)
-            if st != ST_OK:
-                break
+    # Input order: tiles of TILE_ROWS rows x `chunk` columns, row-major inside
+    # a tile.  Neighbouring drops then hit the same few output cache lines.
+    # The order is fixed (it does not depend on the band), so every output
+    # pixel sees its contributions in the same order whatever the banding.
+    for tj0 in range(y0, y1 + 1, TILE_ROWS):
+      tj1 = tj0 + TILE_ROWS - 1
+      if tj1 > y1: tj1 = y1
+      for c in range(x0 // chunk, x1 // chunk + 1):
+        cs = c * chunk
+        ce = cs + chunk - 1
+        if cs < x0: cs = x0
+        if ce > x1: ce = x1
+        for j in range(tj0, tj1 + 1):
+          if chunks != NULL and (chunks[(j * nchunk + c) * 2] > band_hi or
+                                 chunks[(j * nchunk + c) * 2 + 1] < band_lo):
+              continue
+          if kernel == K_SQUARE:
+              li0 = cs - 1 if cs > 0 else 0
+              li1 = ce + 2 if ce + 2 <= nx else nx
+              _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx, li0, li1)
+              _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx, li0, li1)
+          prev_i = -2
+          for i in range(cs, ce + 1):
+              k = j * nx + i
+              if mask != NULL and mask[k] == 0:
+                  continue
+              w = wscale
+              if wmap != NULL:
+                  w = w * wmap[k]
+              if w == 0.0:
+                  continue
+              d = <double>data[k]
+              if isnan(d):
+                  nskipped[0] += 1
+                  continue
+              d = d * dscale
+              X = pm[2 * k]
+              Y = pm[2 * k + 1]
+              if kernel == K_SQUARE:
+                  lo = <double>i - dh
+                  hi = <double>i + dh
+                  if share and i == prev_i + 1:
+                      # pixfrac 1: the left corners are the previous pixel's right ones
+                      xs[0] = xs[1]
+                      ys[0] = ys[1]
+                      xs[3] = xs[2]
+                      ys[3] = ys[2]
+                  else:
+                      xs[0] = _lerp_at(rows, nx, lo)
+                      ys[0] = _lerp_at(rows + nx, nx, lo)
+                      xs[3] = _lerp_at(rows + 2 * nx, nx, lo)
+                      ys[3] = _lerp_at(rows + 3 * nx, nx, lo)
+                  prev_i = i
+                  xs[1] = _lerp_at(rows, nx, hi)
+                  ys[1] = _lerp_at(rows + nx, nx, hi)
+                  xs[2] = _lerp_at(rows + 2 * nx, nx, hi)
+                  ys[2] = _lerp_at(rows + 3 * nx, nx, hi)
+                  if not (isfinite(xs[0]) and isfinite(xs[1]) and isfinite(xs[2]) and isfinite(xs[3])
+                          and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
+                      nskipped[0] += 1
+                      continue
+                  st = _square_pixel(a, &sc, xs, ys, d, w)
+                  if st != ST_OK:
+                      break
+                  continue
+              if not (isfinite(X) and isfinite(Y)):
+                  nskipped[0] += 1
+                  continue
+              if X + pfo < -0.5 or X - pfo >= <double>a.onx - 0.5 or \
+                      Y + pfo < band_lo or Y - pfo >= band_hi:
+                  continue
+              if kernel == K_POINT:
+                  ii = _iround(X)
+                  jj = _iround(Y)
+                  if 0 <= ii < a.onx and a.band0 <= jj < a.band1:
+                      _add(a, ii, jj, w, d)
+                  continue
+              ii0 = _iround(X - pfo)
+              ii1 = _iround(X + pfo)
+              jj0 = _iround(Y - pfo)
+              jj1 = _iround(Y + pfo)
+              if ii0 < 0: ii0 = 0
+              if ii1 > a.onx - 1: ii1 = a.onx - 1
+              if jj0 < a.band0: jj0 = a.band0
+              if jj1 > a.band1 - 1: jj1 = a.band1 - 1
+              if ii0 > ii1 or jj0 > jj1:
+                  continue
+              if ii1 - ii0 + 1 > nb or jj1 - jj0 + 1 > nb:
+                  st = ST_HUGE
+                  break
+              if kernel == K_TURBO:
+                  for ii in range(ii0, ii1 + 1):
+                      ox = (X + pfo if X + pfo < ii + 0.5 else ii + 0.5) - \
+                           (X - pfo if X - pfo > ii - 0.5 else ii - 0.5)
+                      fx[ii - ii0] = ox if ox > 0.0 else 0.0
+                  for jj in range(jj0, jj1 + 1):
+                      oy = (Y + pfo if Y + pfo < jj + 0.5 else jj + 0.5) - \
+                           (Y - pfo if Y - pfo > jj - 0.5 else jj - 0.5)
+                      fy[jj - jj0] = oy * fac if oy > 0.0 else 0.0
+              elif kernel == K_GAUSSIAN:
+                  for ii in range(ii0, ii1 + 1):
+                      ox = X - <double>ii
+                      fx[ii - ii0] = exp(-ox * ox * efac)
+                  for jj in range(jj0, jj1 + 1):
+                      oy = Y - <double>jj
+                      fy[jj - jj0] = es * exp(-oy * oy * efac)
+              else:
+                  for ii in range(ii0, ii1 + 1):
+                      fx[ii - ii0] = _lanczos((X - <double>ii) * pscale / pixfrac, order)
+                  for jj in range(jj0, jj1 + 1):
+                      fy[jj - jj0] = _lanczos((Y - <double>jj) * pscale / pixfrac, order)
+              for jj in range(jj0, jj1 + 1):
+                  oy = fy[jj - jj0]
+                  if oy == 0.0:
+                      continue
+                  for ii in range(ii0, ii1 + 1):
+                      ox = fx[ii - ii0] * oy
+                      if ox != 0.0:
+                          _add(a, ii, jj, ox * w, d)
+          if st != ST_OK:
+              break
         if st != ST_OK:
             break
+      if st != ST_OK:
+          break
     free(rows)
     free(fx)
     free(sc.buf)
@@ -466,8 +599,7 @@ def drizzle_band(const float[:, ::1] data,
                  const float[:, ::1] weight,
                  const unsigned char[:, ::1] mask,
                  const double[:, :, ::1] pixmap,
-                 double[:, ::1] acc_sum,
-                 double[:, ::1] acc_wht,
+                 double[:, :, ::1] acc,
                  int[:, ::1] ctx,
                  unsigned int bit,
                  int kernel,
@@ -492,10 +624,9 @@ def drizzle_band(const float[:, ::1] data,
     cdef Py_ssize_t nchunk = 0
     cdef long long nskipped = 0
     cdef int st
-    a.onx = acc_sum.shape[1]
-    a.ony = acc_sum.shape[0]
-    a.s = &acc_sum[0, 0]
-    a.w = &acc_wht[0, 0]
+    a.onx = acc.shape[1]
+    a.ony = acc.shape[0]
+    a.acc = &acc[0, 0, 0]
     a.ctx = NULL
     a.bit = bit
     if band0 < 0:
@@ -587,18 +718,18 @@ def count_nonfinite(const double[:, :, ::1] pixmap):
     return bad
 
 
-def finish_into(const double[:, ::1] acc_sum, const double[:, ::1] acc_wht,
+def finish_into(const double[:, :, ::1] acc,
                 float[:, ::1] out_img, float[:, ::1] out_wht, float fillval,
                 Py_ssize_t row0, Py_ssize_t row1):
     """Weighted mean ``sum / wht`` (float32) where ``wht != 0``, else ``fillval``."""
-    cdef Py_ssize_t nx = acc_sum.shape[1], i, j
+    cdef Py_ssize_t nx = acc.shape[1], i, j
     cdef double w
     with nogil:
         for j in range(row0, row1):
             for i in range(nx):
-                w = acc_wht[j, i]
+                w = acc[j, i, 1]
                 out_wht[j, i] = <float>w
                 if w != 0.0:
-                    out_img[j, i] = <float>(acc_sum[j, i] / w)
+                    out_img[j, i] = <float>(acc[j, i, 0] / w)
                 else:
                     out_img[j, i] = fillval

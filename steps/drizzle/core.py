@@ -273,8 +273,8 @@ class Drizzle:
         self.kernel = kernel
         self.out_shape = (ny, nx)
         self.fillval = _fill_value(fillval)
-        self._sum = np.zeros((ny, nx), dtype=np.float64)
-        self._wht = np.zeros((ny, nx), dtype=np.float64)
+        # interleaved (sum of w*d, sum of w): one cache line serves both
+        self._acc = np.zeros((ny, nx, 2), dtype=np.float64)
         self._disable_ctx = bool(disable_ctx)
         if self._disable_ctx:
             self._ctx = None
@@ -314,7 +314,7 @@ class Drizzle:
         if self._cache is None:
             img = np.empty(self.out_shape, dtype=np.float32)
             wht = np.empty(self.out_shape, dtype=np.float32)
-            _core.finish_into(self._sum, self._wht, img, wht, self.fillval, 0, self.out_shape[0])
+            _core.finish_into(self._acc, img, wht, self.fillval, 0, self.out_shape[0])
             self._cache = (img, wht)
         return self._cache
 
@@ -429,7 +429,7 @@ class Drizzle:
             bit = 1 << (job.ctx_id % _CTX_BITS)
         x0, x1, y0, y1 = job.box
         status, skipped = _core.drizzle_band(
-            job.data, job.weight, job.mask, job.pixmap, self._sum, self._wht, ctx, bit,
+            job.data, job.weight, job.mask, job.pixmap, self._acc, ctx, bit,
             job.kernel, job.pixfrac, job.scale, job.dscale, job.wscale, x0, x1, y0, y1,
             band0, band1, job.chunks, _CHUNK)
         _raise_status(status)
