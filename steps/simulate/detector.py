@@ -21,7 +21,7 @@ from .geometry import REF_CHIP, chip_specs
 
 __all__ = ["DetectorParams", "Pointing", "ChipRender", "render_chip", "static_defects",
            "cosmic_rays", "vignetting", "star_pixels", "DQ_VIGNETTED", "DQ_SATURATED",
-           "DQ_BADCOL", "DQ_HOT", "DQ_WARM_REPAIRED"]
+           "DQ_BADCOL", "DQ_HOT", "DQ_WARM_REPAIRED", "flat_field"]
 
 DQ_VIGNETTED = 2
 DQ_BADCOL = 2
@@ -30,7 +30,7 @@ DQ_HOT = 512
 DQ_WARM_REPAIRED = 1024
 
 #: stream ids for numpy's SeedSequence entropy [seed, stream, exposure, chip]
-_NOISE, _CR, _DEFECTS, _BIAS = 1, 2, 3, 4
+_NOISE, _CR, _DEFECTS, _BIAS, _FLAT = 1, 2, 3, 4, 7
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,14 @@ def static_defects(seed, size, detector, params: DetectorParams):
     return dq, dark.reshape(size, size), badcols
 
 
+def flat_field(seed, size, detector):
+    """Static relative response: ~1.5 % pixel-to-pixel plus a gentle gradient."""
+    rng = np.random.default_rng([seed, _FLAT, 0, detector])
+    t = np.linspace(-1.0, 1.0, size)
+    slope = rng.uniform(-0.02, 0.02, 2)
+    return (1.0 + rng.normal(0.0, 0.015, (size, size))) * (1.0 + slope[0] * t[None, :] + slope[1] * t[:, None])
+
+
 def cosmic_rays(seed, exp_index, size, detector, params: DetectorParams):
     """Cosmic-ray charge (e-) per pixel: ~30 tracks of 1-8 pixels per chip
     per 10 s, every hit pixel getting at least 60 e-."""
@@ -177,8 +185,11 @@ def render_chip(*, seed, exp_index, size, detector, models, d2im, pointing, star
     dq, dark, badcols = static_defects(seed, size, detector, params)
     img += np.maximum(dark, 0.0)
 
+    # pixel-to-pixel response (the flat field), removed again by the calibration below:
+    # calibrated values are then not on a lattice of integer DN, as in real c0m files
+    qe = flat_field(seed, size, detector)
     rng = np.random.default_rng([seed, _NOISE, exp_index, detector])
-    elec = rng.poisson(img).astype(np.float64) + rng.normal(0.0, params.read_noise, img.shape)
+    elec = rng.poisson(img * qe).astype(np.float64) + rng.normal(0.0, params.read_noise, img.shape)
     elec += np.minimum(dark, 0.0)
     for col, start in badcols:            # a dead stretch of column: ~10 % response
         elec[start:, col] *= 0.1
@@ -187,7 +198,7 @@ def render_chip(*, seed, exp_index, size, detector, models, d2im, pointing, star
         elec += cr
     bias = params.bias + np.random.default_rng([seed, _BIAS, exp_index, detector]).normal(0.0, 0.3)
     raw = np.clip(np.floor(elec / params.gain + bias + 0.5), 0, params.adc_max)
-    sci = (raw - bias).astype(np.float32)
+    sci = ((raw - bias) / qe).astype(np.float32)
     dq = dq.copy()
     dq[(raw >= params.adc_max) | (sci > params.sat_flag_dn)] |= DQ_SATURATED
     return ChipRender(sci=sci, dq=dq, cr=cr.astype(np.float32), electrons=img if keep_electrons else None)

@@ -41,8 +41,8 @@ class PSFModel:
 
 
 #: WF: FWHM ~1.5 px once integrated over pixels; PC: ~2.5 px
-PSF_WF = PSFModel((0.56, 1.4, 3.2), (0.78, 0.17, 0.05), 10, 0.45, 0.02)
-PSF_PC = PSFModel((1.02, 2.6, 6.5), (0.78, 0.17, 0.05), 20, 0.9, 0.02)
+PSF_WF = PSFModel((0.50, 1.4, 3.2), (0.78, 0.17, 0.05), 10, 0.45, 0.02)
+PSF_PC = PSFModel((0.96, 2.6, 6.5), (0.78, 0.17, 0.05), 20, 0.9, 0.02)
 
 
 def psf_for(detector):
