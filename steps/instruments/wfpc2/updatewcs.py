@@ -265,11 +265,15 @@ def is_converted(hdul) -> bool:
     return bool(scis) and all("IDCSCALE" in h.header and "CRVAL1O" in h.header for h in scis)
 
 
-def _rootname_of(value, suffix):
+def _rootname_of(value, *suffixes):
+    """File stem of a header value (``uref$x_idc.fits`` -> ``x``), one trailing suffix removed."""
     text = str(value).strip()
     text = text.split("$", 1)[-1]
     name = os.path.basename(text).split(".")[0]
-    return name.replace(suffix, "") if suffix else name
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 _DISTORTION_PREFIXES = ("A_", "B_", "AP_", "BP_", "D2IM", "DP1", "DP2", "CPDIS", "CPERR")
@@ -370,7 +374,7 @@ def update_wcs(hdul, *, uref=None, image=None, d2im_path=None):
     d2im_name = "NONE"
     if tables:
         d2im_file = Path(d2im_path).name if d2im_path else f"{root}_d2im.fits"
-        d2im_name = _rootname_of(d2im_file, "_d2i")
+        d2im_name = _rootname_of(d2im_file, "_d2im", "_d2i")
     sipname = f"{root}_{idc_root}"
     distname = sipname + (f"-NOMODEL-{d2im_name}" if tables else "")
 
