@@ -9,9 +9,14 @@ record AND every file among its recorded products still exists with the
 recorded size and modification time.
 
 Across output directories (sweeps): a record with the same key in another
-run's manifest is just as valid; :func:`import_record` copies its files into
-this run's directory (copies, not links, so a later step that rewrites a file
-can never corrupt the other run's cache) and returns the rebased record.
+run's manifest is just as valid; :func:`import_record` brings its files into
+this run's directory and returns the rebased record.  By default it makes hard
+links (no extra disk, no copy time; a copy where links are impossible): every
+product is written through ``atomic_path`` (a rename, so a new inode) and never
+modified in place, so a link can't be changed under the other run; and if a
+step ever did modify one in place, the changed size/mtime would invalidate
+the record in both directories (recomputed, never trusted).  ``mode="copy"``
+makes independent copies.
 """
 from __future__ import annotations
 
@@ -99,15 +104,27 @@ def find_in_dirs(key, dirs):
     return None
 
 
-def import_record(src_dir, record, outdir) -> dict:
-    """Copy a record's files (those inside ``src_dir``) into ``outdir``; return the rebased record."""
+def import_record(src_dir, record, outdir, mode="link") -> dict:
+    """Bring a record's files (those inside ``src_dir``) into ``outdir`` by hard
+    link (``mode="link"``, falling back to a copy) or copy; return the rebased record."""
+    if mode not in ("link", "copy"):
+        raise ValueError(f"reuse mode must be 'link' or 'copy', not {mode!r}")
     for f in record.get("files", []):
         if os.path.isabs(f["path"]):
             continue
         src, dst = Path(src_dir, f["path"]), Path(outdir, f["path"])
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.reuse")
-        shutil.copy2(src, tmp)
+        tmp.unlink(missing_ok=True)
+        linked = False
+        if mode == "link":
+            try:
+                os.link(src, tmp)
+                linked = True
+            except OSError:
+                linked = False
+        if not linked:
+            shutil.copy2(src, tmp)
         os.replace(tmp, dst)
     rec = dict(record)
     rec["files"] = file_records([f["path"] for f in record.get("files", [])], outdir)

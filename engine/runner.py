@@ -225,7 +225,7 @@ def _attach_log_file(outdir):
 
 
 def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reuse_from=(), workers=None,
-               dask_scheduler=None, progress=None, executor=None) -> RunResult:
+               dask_scheduler=None, progress=None, executor=None, reuse_mode="link") -> RunResult:
     """Run ``recipe`` into ``outdir`` (default: the recipe's ``output``).
 
     Parameters
@@ -242,7 +242,10 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
         Rerun every step even when its cached products are valid.
     reuse_from : sequence of path-like
         Other output directories whose completed steps may be reused when their
-        cache key matches (their files are copied here).  For sweeps.
+        cache key matches (their files are hard-linked or copied here).  For sweeps.
+    reuse_mode : {"link", "copy"}
+        How reused files arrive: hard links (default; a copy where linking is
+        impossible) or independent copies.
     workers : int, optional
         Use a thread pool of this size for ``context.map``.
     dask_scheduler : str, optional
@@ -282,7 +285,8 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
                 executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"),
                                          dask_scheduler or ex.get("address"))
             try:
-                return _run(recipe, outdir, old, force, [Path(d) for d in reuse_from], executor, progress)
+                return _run(recipe, outdir, old, force, [Path(d) for d in reuse_from], executor, progress,
+                            reuse_mode)
             finally:
                 if own_executor:
                     executor.close()
@@ -293,7 +297,7 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
             handler.close()
 
 
-def _run(recipe, outdir, old, force, reuse_dirs, executor, progress):
+def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode="link"):
     t_start = time.perf_counter()
     log.info("=== drizzleflow run: recipe '%s' (%s) -> %s", recipe.name, recipe.path or "<memory>", outdir)
     resolved = recipe.resolved()
@@ -349,7 +353,7 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress):
             found = find_in_dirs(key, reuse_dirs)
             if found:
                 src, srec = found
-                rec = import_record(src, srec, outdir)
+                rec = import_record(src, srec, outdir, reuse_mode)
                 records[spec.name] = rec
                 status = "reused"
         if status:
