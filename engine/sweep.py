@@ -641,7 +641,7 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
                              dask_scheduler or ex.get("address"))
     try:
         for p in order:
-            pdir = Path(p.recipe.output)
+            pdir = Path(p.recipe.output).resolve()
             prev = None if force else _load_result(p)
             if prev is not None:
                 log.info("sweep point #%03d %s: done earlier, skipped", p.index, p.name)
@@ -654,7 +654,7 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
                 continue
             _point_hash(p)
             if p.index != spec.baseline:
-                _share_inputs(p.recipe, Path(spec.points[spec.baseline].recipe.output))
+                _share_inputs(p.recipe, Path(spec.points[spec.baseline].recipe.output).resolve())
             if p.index != spec.baseline and star_list:
                 for s in p.recipe.steps:
                     if s.step in STAR_LIST_STEPS and getattr(s.params, "stars", None) is None:
