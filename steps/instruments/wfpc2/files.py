@@ -108,7 +108,7 @@ def file_kind(hdul, path) -> str:
     """``"mef"`` for primary + image extensions, ``"waivered"`` for a 3-D primary
     array with a table of per-group keywords."""
     ph = hdul[0].header
-    if ph.get("NAXIS", 0) == 3 and len(hdul) > 1 and isinstance(hdul[1], (fits.TableHDU, fits.BinTableHDU)):
+    if ph.get("NAXIS", 0) == 3:
         return "waivered"
     if ph.get("NAXIS", 0) == 2 and len(hdul) == 1:
         return "waivered"  # single-group waivered file

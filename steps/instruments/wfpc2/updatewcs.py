@@ -279,10 +279,12 @@ def _rootname_of(value, *suffixes):
 _DISTORTION_PREFIXES = ("A_", "B_", "AP_", "BP_", "D2IM", "DP1", "DP2", "CPDIS", "CPERR")
 
 
-def strip_distortion(header):
-    """Remove SIP and lookup-table keywords from a chip header (primary WCS only)."""
+def strip_distortion(header, sip_only=False):
+    """Remove SIP (and, unless ``sip_only``, lookup-table) keywords from a chip
+    header's primary WCS."""
+    prefixes = _DISTORTION_PREFIXES[:4] if sip_only else _DISTORTION_PREFIXES
     for k in list(header.keys()):
-        if k.startswith(_DISTORTION_PREFIXES) or k in ("A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER"):
+        if k.startswith(prefixes) or k in ("A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER"):
             header.remove(k, ignore_missing=True, remove_all=True)
     for i in (1, 2):
         ct = str(header.get(f"CTYPE{i}", ""))

@@ -114,7 +114,9 @@ def mef_hdul_to_waivered(hdul, path="<memory>") -> fits.HDUList:
                 log.warning("%s: record-valued keyword %s cannot be a waivered table column; dropped", path, k)
                 continue
             keys.append(k)
-    cols, comments = [], []
+    # a group-number column keeps the table valid when the groups have no own keywords
+    cols = [fits.Column(name="EXTVER", format="I11", array=np.arange(1, len(exts) + 1))]
+    comments = ["group number (extension version in MEF form)"]
     for k in keys:
         values = [h.header.get(k) for h in exts]
         present = [v for v in values if v is not None]

@@ -165,7 +165,7 @@ def update_chip_wcs(path, extver, wcs=None, *, wcsname, archive=True, keep_disto
                 log.debug("%s[sci,%d]: previous WCS kept as key %s", path, ev, key)
             has_sip = any(k.startswith(("A_", "B_")) for k in cards)
             if has_sip or not keep_distortion:
-                strip_distortion(hdr)
+                strip_distortion(hdr, sip_only=keep_distortion)
             for k, v in cards.items():
                 if not keep_distortion or has_sip or not k.startswith("CTYPE"):
                     hdr[k] = v
