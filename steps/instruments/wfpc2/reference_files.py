@@ -81,6 +81,17 @@ linear part rotated to the sky; A/B = L^-1 (higher-order terms)) plus a
 D2IM lookup of ``D`` reproduces this to ~1e-4 pixel: the only differences
 are the per-chip tangent points (< 1e-4 arcsec over a WFPC2 field).
 Velocity aberration is not modelled (headers carry ``VAFACTOR = 1``).
+
+What stwcs (benchenv: stwcs + astropy) does with these files, checked on a
+simulated 800-pixel set: ``readIDCtab``/``readOfftab``/``troll`` give the
+same numbers as this module, and ``stwcs.updatewcs`` reproduces the header
+model to 0.016 pixel, which is exactly the 34th-row amplitude it misses.
+It drops the pattern because (a) its D2IM file has ``DETECTOR`` but no
+``CCDCHIP`` in its extensions, so only chip 1 gets a ``D2IMARR``, and (b) the
+1 x 800 table with ``D2IM2.AXIS.1 = 1`` is looked up by astropy with the x
+(column) coordinate, so on PC1 the y correction varies with x.
+drizzleflow's updatewcs applies ``D(y)`` to every chip.  AstroDrizzle
+(``updatewcs=True``, tutorial parameters) runs on the simulated files.
 """
 from __future__ import annotations
 
