@@ -524,8 +524,10 @@ def _resolve(layers, path, base_path, overrides, output, cwd, name_default=None)
             out_path = cwd / out_path
         out_path = Path(os.path.normpath(out_path))
 
+    # uref: the recipe (or uref= on the command line) > the input provider's (decided
+    # by the runner once the provider has run) > the environment variable `uref`.
     uref, uref_source = top.get("uref"), ("recipe" if top.get("uref") else None)
-    if uref is None and os.environ.get("uref"):
+    if uref is None and input_files is not None and os.environ.get("uref"):
         uref, uref_source = os.environ["uref"], "environment variable uref"
 
     return Recipe(name=name, path=path, input=copy.deepcopy(spec), input_files=input_files, output=out_path,

@@ -62,7 +62,8 @@ def test_plugin_input_provider_and_command(plugin_env, tmp_path):
         steps:
           - {step: plugin_echo}
     """))
-    p = cli(["run", "r.yaml", "-q"], plugin_env, tmp_path)
+    env = dict(plugin_env, uref="/from/the/environment")   # the provider's uref wins over $uref
+    p = cli(["run", "r.yaml", "-q"], env, tmp_path)
     assert p.returncode == 0, p.stderr
     echo = json.loads((tmp_path / "out" / "echo.json").read_text())
     assert echo["inputs"] == ["gen0.txt", "gen1.txt", "gen2.txt"]

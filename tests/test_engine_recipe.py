@@ -205,3 +205,16 @@ def test_recipe_from_dict(data):
     with pytest.raises(RecipeError, match=r"<recipe>:\d+:\d+: toy_source.lenght: .*did you mean `length`"):
         recipe_from_dict({"input": "in/*.dat", "steps": [{"step": "toy_source", "params": {"lenght": 3}}]},
                          cwd=data)
+
+
+def test_provider_uref_beats_environment(tmp_path, monkeypatch):
+    """recipe uref > the input provider's uref > $uref (run with a provider from the test plugin
+    would need an install; here: the recipe leaves uref open for the runner to decide)."""
+    monkeypatch.setenv("uref", "/env/refs")
+    from drizzleflow.engine import registry
+    if "simulate" not in registry.input_providers():
+        pytest.skip("no input provider registered")
+    (tmp_path / "r.yaml").write_text("input: {simulate: m2, seed: 1, size: 64, nexp: 1}\nsteps: []\n")
+    r = load_recipe(tmp_path / "r.yaml", cwd=tmp_path)
+    assert r.uref is None
+    assert load_recipe(tmp_path / "r.yaml", ["uref=/mine"], cwd=tmp_path).uref == "/mine"
