@@ -112,7 +112,7 @@ def plot_histogram(path, hist_info, title=""):
     ax.set_title(f"{title}\n{label}" if title else label, fontsize=9)
     fig.colorbar(im, ax=ax)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=72, format="png")
     plt.close(fig)
     return label
 
@@ -139,5 +139,5 @@ def plot_residuals(path, fit, ref_xy, title="", scale=None):
     ax.set_title(f"Vector plot of {n}/{len(mask)} residuals: {title}\n"
                  f"RMS(X)={fit['rms'][0]:.4f} RMS(Y)={fit['rms'][1]:.4f} px", fontsize=9)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=72, format="png")
     plt.close(fig)

@@ -46,6 +46,28 @@ def open_exposure_for(context, rec, path=None):
     return open_exposure(Path(path) if path else context.abs(rec["sci"]), context.abs(rec["dq"]))
 
 
+class ChipGeometry:
+    """What alignment needs of a chip without reading its pixels."""
+
+    def __init__(self, extver, detector, shape, wcs, pscale):
+        self.extver, self.detector, self.shape, self.wcs, self.pscale = extver, detector, shape, wcs, pscale
+
+
+def chip_geometries(path):
+    """``[ChipGeometry]`` of the SCI chips of a working copy, headers only."""
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, chip_wcs, sci_extensions
+    from drizzleflow.steps.instruments.wfpc2 import read_fits
+    with read_fits(path, load_data=False) as hdul:
+        out = []
+        for i, h in enumerate(sci_extensions(hdul), start=1):
+            hdr = h.header
+            w = chip_wcs(hdul, hdul.index_of(h))
+            shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+            out.append(ChipGeometry(int(hdr.get("EXTVER", i)), int(hdr.get("DETECTOR", i)), shape, w,
+                                    chip_pscale(hdr, w)))
+        return out
+
+
 def _crclean_paths(context) -> dict:
     """Map root -> CR-cleaned science file from the cosmic-ray step's product,
     whatever of the accepted shapes it has ({root: path}, or a list of dicts
@@ -337,19 +359,20 @@ class Align(Step):
         exps = {}
         chipcats = {}
         for c in cats:
-            exp = open_exposure_for(context, recs[c["root"]])
-            exps[c["root"]] = exp
-            by_ext = {ch.extver: ch for ch in exp.chips}
+            if c["root"] not in recs:
+                raise StepError(self.name, f"catalog of {c['root']} has no exposure in the 'exposures' product")
+            geoms = chip_geometries(context.abs(recs[c["root"]]["sci"]))
+            exps[c["root"]] = geoms
+            by_ext = {ch.extver: ch for ch in geoms}
             lst = []
             for cc in c["chips"]:
                 t = Table.read(context.abs(cc["ecsv"]), format="ascii.ecsv")
                 lst.append((t, by_ext[cc["extver"]].wcs, cc["extver"]))
             chipcats[c["root"]] = lst
-        ref_exp = exps[ref_root]
-        pscale = float(ref_exp.chips[0].pscale) or float(
-            np.sqrt(abs(np.linalg.det(ref_exp.chips[0].wcs.pixel_scale_matrix))) * 3600)
-        plane = tangent_plane([ch.wcs for ch in ref_exp.chips], [ch.shape for ch in ref_exp.chips],
-                              pscale=pscale)
+        ref_chips = exps[ref_root]
+        pscale = float(ref_chips[0].pscale) or float(
+            np.sqrt(abs(np.linalg.det(ref_chips[0].wcs.pixel_scale_matrix))) * 3600)
+        plane = tangent_plane([ch.wcs for ch in ref_chips], [ch.shape for ch in ref_chips], pscale=pscale)
         if params.refcat:
             ra, dec = _read_refcat(params.refcat, params.refxcol, params.refycol, self.name)
             ref = radec_to_plane(ra, dec, plane)
@@ -424,12 +447,12 @@ class Align(Step):
             r = results.get(root, {})
             if r.get("status") not in ("aligned", "reference"):
                 continue
-            exp = exps[root]
+            chips = exps[root]
             fit = None
             if r["status"] == "aligned":
                 fit = {"matrix": r["matrix"], "shift": r["shift"], "center": r["center"]}
             new_wcs = {}
-            for ch in exp.chips:
+            for ch in chips:
                 new_wcs[ch.extver] = corrected_wcs(ch.wcs, fit, plane, shape=ch.shape) if fit else ch.wcs
             rms_deg = [x * pscale / 3600.0 for x in r["rms"]]
             extra = {"CRDER1": rms_deg[0], "CRDER2": rms_deg[1], "NMATCH": int(r.get("nfit", r["nmatch"]))}
