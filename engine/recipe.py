@@ -329,7 +329,10 @@ def _set_param(entry, canon, value, origin, seen, dotted):
 
 
 def _apply_alias(plan, reg, alias, value, origin, seen):
-    targets = [x for x in _alias_targets(plan, reg, alias) if x.enabled]
+    everywhere = _alias_targets(plan, reg, alias)
+    targets = [x for x in everywhere if x.enabled]
+    if everywhere and not targets:  # the step is in the recipe but switched off: nothing to set
+        return
     if not targets:
         owners = sorted(n for n, c in reg.items() if alias in c.aliases)
         if owners:

@@ -70,6 +70,14 @@ def test_before_enabled_and_new_steps_appended(data):
     """)
     r = load_recipe(rec, cwd=data)
     assert [s.name for s in r.steps] == ["toy_source", "first_scale", "scale", "toy_sum", "last"]
+    # an alias aimed at a switched-off step is ignored, at a step type not in the recipe it is an error
+    (data / "d.yaml").write_text('input: "in/*.dat"\nastrodrizzle: {toy_factor: 3}\n'
+                                 'steps: [{step: toy_source}, {step: toy_scale, enabled: false}]\n')
+    assert [s.name for s in load_recipe(data / "d.yaml", cwd=data).steps] == ["toy_source"]
+    (data / "e.yaml").write_text('input: "in/*.dat"\nastrodrizzle: {toy_factor: 3}\nsteps: [{step: toy_source}]\n')
+    with pytest.raises(RecipeError, match="e.yaml:2:28: toy_factor: AstroDrizzle name belongs to step type "
+                                          "toy_scale, which this recipe does not run"):
+        load_recipe(data / "e.yaml", cwd=data)
 
 
 def test_extends_only_one_level(data):
