@@ -28,7 +28,7 @@ class BlotStep(Step):
 
     class Params(Params):
         enabled: bool = Field(True, description="Run the blot step.")
-        interp: Literal["nearest", "linear", "poly3", "poly5", "sinc", "lanczos3", "lanczos5"] = Field(
+        interp: Literal["nearest", "linear", "poly3", "poly5", "sinc", "lanczos3"] = Field(
             "poly5", description="Interpolant used to resample the median.")
         sinscl: float = Field(1.0, gt=0, le=10, description="Scale of the sinc interpolant.")
         addsky: bool = Field(True, description="Add the sky subtracted before drizzling back.")

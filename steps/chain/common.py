@@ -4,6 +4,7 @@ the thin adapter over the Cython core's API."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,12 @@ from drizzleflow.engine.errors import StepError
 
 __all__ = ["load_exposure", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "KERNELS", "INTERPOLANTS"]
+           "pixmap_for", "new_drizzle", "add_chip", "blot_chip", "THREADS"]
 
 log = logging.getLogger("drizzleflow.chain")
 
-KERNELS = ("square", "point", "turbo", "gaussian", "lanczos3")
-INTERPOLANTS = ("nearest", "linear", "poly3", "poly5", "sinc", "lanczos3", "lanczos5")
+#: threads given to the core (results do not depend on the number)
+THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def exposure_records(context, step: str) -> list[dict]:
@@ -128,17 +129,18 @@ def new_drizzle(shape, kernel, fillval):
 def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):
     """Drizzle one chip in electrons onto ``driz``; output in e-/s per output pixel.
 
+    ``input_id`` is the 0-based context id.
     ``pscale_ratio`` = output scale / chip scale (``s``); the intensity factor
     ``s**2`` keeps total flux: a point source's e-/s summed over output pixels
     equals its e-/s in the input.
     """
     driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
-                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id))
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=THREADS)
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):
     """Resample an e-/s image on the output grid back onto a chip, in electrons."""
     from drizzleflow.steps.drizzle.core import blot
     return blot(np.ascontiguousarray(image, dtype=np.float32), pixmap, interp=interp, sinscl=float(sinscl),
-                exptime=float(exptime), scale=float(pscale_ratio), fillval=float(fillval))
+                exptime=float(exptime), scale=float(pscale_ratio), fillval=float(fillval), threads=THREADS)

@@ -158,7 +158,7 @@ class DrizzleFinalStep(Step):
                                 sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
                 pm = pixmap_for(chip, grid, params.stepsize)
                 add_chip(driz, data, pm, exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
-                         pscale_ratio=rho, input_id=uid)
+                         pscale_ratio=rho, input_id=uid - 1)
                 entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
                          "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
                          "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
@@ -178,7 +178,7 @@ class DrizzleFinalStep(Step):
                     pm2 = pixmap_for(chip, sg, params.stepsize)
                     n = len(chip_entries[chip.detector]) + 1
                     add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
-                             pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=n)
+                             pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=n - 1)
                     e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
                               ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
                               ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")

@@ -76,7 +76,7 @@ class DrizzleSeparateStep(Step):
                 data = chip.sci - np.float32(sky_for(context, chip, "computed"))
                 pm = pixmap_for(chip, grid, params.stepsize)
                 add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
-                         pscale_ratio=grid.scale / chip.pscale, input_id=i)
+                         pscale_ratio=grid.scale / chip.pscale, input_id=i - 1)
             sci, wht = _finish(driz)
             w = wht[wht > 1e-8]
             wmean = float(w.mean()) if w.size else 0.0

@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from .common import write_image
 
-__all__ = ["provenance_cards", "product_header", "write_products"]
+__all__ = ["provenance_cards", "product_header", "write_products", "linear_wcs_header"]
 
 try:
     from importlib.metadata import version as _version
@@ -54,24 +54,45 @@ def provenance_cards(k: int, entry: dict) -> list[tuple[str, object, str]]:
 def product_header(grid, entries, *, units, exptime_total, photflam, photplam, bunit,
                    recipe_hash="", root="final", ncombine=0, extra=None) -> fits.Header:
     """Header shared by the sci/wht/ctx files of one product."""
-    hdr = grid.wcs.to_header(relax=False)
-    hdr["ROOTNAME"] = (root, "root name of the drizzled product")
-    hdr["PROD_VER"] = (_VER, "software that made this product")
-    hdr["BUNIT"] = (bunit, "units of the science image")
-    hdr["EXPTIME"] = (float(exptime_total), "total exposure time of distinct exposures (s)")
-    hdr["TEXPTIME"] = (float(exptime_total), "total exposure time of distinct exposures (s)")
-    hdr["PHOTFLAM"] = (float(photflam), "inverse sensitivity, ergs/cm2/A/e- (mean of chips)")
-    hdr["PHOTPLAM"] = (float(photplam), "pivot wavelength (Angstroms)")
-    hdr["NDRIZIM"] = (len(entries), "number of chips drizzled")
-    hdr["NCOMBINE"] = (int(ncombine), "number of exposures combined")
-    hdr["D_UNITS"] = (units, "output units: cps or counts")
-    hdr["RECIPEH"] = (recipe_hash or "", "hash of the resolved recipe")
+    hdr = linear_wcs_header(grid.wcs)
+    _set(hdr, "ROOTNAME", root, "root name of the drizzled product")
+    _set(hdr, "PROD_VER", _VER, "software that made this product")
+    _set(hdr, "BUNIT", bunit, "units of the science image")
+    _set(hdr, "EXPTIME", float(exptime_total), "total exposure time of distinct exposures (s)")
+    _set(hdr, "TEXPTIME", float(exptime_total), "total exposure time of distinct exposures (s)")
+    _set(hdr, "PHOTFLAM", float(photflam), "erg/cm2/A per e-/s (mean of the chips)")
+    _set(hdr, "PHOTPLAM", float(photplam), "pivot wavelength (Angstroms)")
+    _set(hdr, "NDRIZIM", len(entries), "number of chips drizzled")
+    _set(hdr, "NCOMBINE", int(ncombine), "number of exposures combined")
+    _set(hdr, "D_UNITS", units, "output units: cps or counts")
+    _set(hdr, "RECIPEH", recipe_hash or "", "hash of the resolved recipe")
     for key, value in (extra or {}).items():
         hdr[key] = value
     for k, e in enumerate(entries, 1):
         for card in provenance_cards(k, e):
-            hdr[card[0]] = (card[1], card[2])
+            _set(hdr, *card)
     return hdr
+
+
+def _set(hdr, key, value, comment):
+    """Set a card, shortening the comment so the card fits in 80 columns."""
+    room = 80 - 10 - max(20, len(repr(value)) + 2) - 5
+    hdr[key] = (value, comment[:max(room, 0)])
+
+
+def linear_wcs_header(wcs) -> fits.Header:
+    """TAN WCS with a CD matrix (the form HST products and DrizzlePac use)."""
+    h = fits.Header()
+    h["WCSAXES"] = 2
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRPIX1"], h["CRPIX2"] = float(wcs.wcs.crpix[0]), float(wcs.wcs.crpix[1])
+    h["CRVAL1"], h["CRVAL2"] = float(wcs.wcs.crval[0]), float(wcs.wcs.crval[1])
+    cd = wcs.pixel_scale_matrix
+    h["CD1_1"], h["CD1_2"] = float(cd[0, 0]), float(cd[0, 1])
+    h["CD2_1"], h["CD2_2"] = float(cd[1, 0]), float(cd[1, 1])
+    h["RADESYS"] = wcs.wcs.radesys or "ICRS"
+    h["ORIENTAT"] = (float(np.degrees(np.arctan2(cd[0, 1], cd[1, 1]))), "PA of image +Y, deg E of N")
+    return h
 
 
 def write_products(outdir, root, sci, wht, ctx, header) -> dict:
@@ -81,9 +102,9 @@ def write_products(outdir, root, sci, wht, ctx, header) -> dict:
     h = header.copy()
     write_image(paths["sci"], sci.astype(np.float32, copy=False), h)
     hw = header.copy()
-    hw["BUNIT"] = ("UNITLESS", "weight (effective exposure time per pixel, s)")
+    hw["BUNIT"] = ("UNITLESS", "weight: effective exposure time (s)")
     write_image(paths["wht"], wht.astype(np.float32, copy=False), hw)
     hc = header.copy()
-    hc["BUNIT"] = ("UNITLESS", "context: bit k-1 of plane (k-1)//32 set if chip k contributed")
+    hc["BUNIT"] = ("UNITLESS", "bit k-1 of plane (k-1)//32: chip k used")
     write_image(paths["ctx"], ctx.astype(np.int32, copy=False), hc)
     return paths

@@ -1,0 +1,290 @@
+"""Check a chain run against the simulator's truth (``DIR/truth/``).
+
+Used by the end-to-end tests and ``benchmarks/chain_accuracy.py``:
+
+* cosmic rays: event recall (a true CR track counts as found when any of its
+  pixels is flagged), the fraction of flagged pixels more than 1 px from a
+  true CR pixel, and unsaturated star cores that were flagged;
+* photometry: aperture flux (r = 1″, local sky from an annulus) of isolated
+  unsaturated stars in the final image over the true e-/s;
+* the final weight image: median and std in a central box of each chip
+  (the tutorial's 500×500 at 0.046″).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+__all__ = ["cr_metrics", "coverage_count", "star_cores_flagged", "star_photometry", "weight_boxes"]
+
+
+def _label(mask):
+    from scipy import ndimage
+    return ndimage.label(mask, structure=np.ones((3, 3)))
+
+
+def _dilate(mask, r=1):
+    from scipy import ndimage
+    return ndimage.binary_dilation(mask, structure=np.ones((2 * r + 1, 2 * r + 1)))
+
+
+def coverage_count(outdir, root, chip, maskpt=0.3, exclude_self=True):
+    """Number of *other* exposures whose single drizzle has good weight at the
+    sky position of every pixel of one chip (the median can only reject a CR
+    where at least two others look at the same sky)."""
+    from drizzleflow.steps.chain.output_wcs import grid_from_image
+    from drizzleflow.steps.drizzle.pixmap import pixmap
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_wcs, sci_extensions
+    outdir = Path(outdir)
+    grid = grid_from_image(outdir / "chain" / "median_med.fits")
+    with fits.open(outdir / "work" / f"{root}_c0m.fits") as h:
+        ext = next(e for e in sci_extensions(h) if e.header["EXTVER"] == chip)
+        w = chip_wcs(h, h.index_of(ext))
+        shape = ext.data.shape
+    pm = pixmap(w, grid.wcs, shape, 10)
+    xi = np.clip(np.rint(pm[..., 0]).astype(int), 0, grid.shape[1] - 1)
+    yi = np.clip(np.rint(pm[..., 1]).astype(int), 0, grid.shape[0] - 1)
+    count = np.zeros(shape, int)
+    for f in sorted((outdir / "chain" / "single").glob("*_single_wht.fits")):
+        if exclude_self and f.name.startswith(root):
+            continue
+        wt = fits.getdata(f)
+        good = wt >= maskpt * wt[wt > 1e-8].mean()
+        count += good[yi, xi]
+    return count
+
+
+def cr_metrics(outdir, truth_dir, bits=(8, 1024), min_cover=2, edge=0):
+    """Compare the CR masks of a run with ``crs.fits``.
+
+    Parameters
+    ----------
+    outdir : path
+        The run's output folder (``work/``, ``chain/crmask``, ``chain/single``).
+    truth_dir : path
+        The simulator's truth folder.
+    bits : sequence of int
+        DQ flags treated as good by the final drizzle: a CR on a pixel that is
+        bad anyway, or a flag on such a pixel, changes nothing and is not
+        counted.
+    min_cover : int
+        Only CR events where at least this many *other* exposures cover the
+        same sky count for the recall (elsewhere the median contains the CR).
+
+    Returns
+    -------
+    dict: ``total`` (events, found, recall, flagged usable pixels, far, far_fraction)
+    and per chip.
+    """
+    outdir = Path(outdir)
+    truth = fits.open(Path(truth_dir) / "crs.fits")
+    okbits = np.uint16(sum(bits) | 4096)
+    per = {}
+    tot = dict(events=0, found=0, flagged=0, far=0, truth_pixels=0, uncovered_events=0)
+    for h in truth[1:]:
+        root, chip = h.name.lower(), h.ver
+        mp = outdir / "chain" / "crmask" / f"{root}_sci{chip}_crmask.fits"
+        if not mp.exists():
+            continue
+        dq = _dq(outdir / "work", root, chip)
+        usable = (dq & ~okbits) == 0
+        flagged = (fits.getdata(mp) == 0) & usable
+        t = np.asarray(h.data) > 0
+        cover = coverage_count(outdir, root, chip) if min_cover else None
+        lab, n = _label(t)
+        found = counted = uncovered = 0
+        for k, sl in enumerate(_objects(lab), 1):
+            ev = lab[sl] == k
+            if not usable[sl][ev].any():
+                continue
+            if cover is not None and (cover[sl][ev] < min_cover).any():
+                uncovered += 1
+                continue
+            counted += 1
+            found += bool(flagged[sl][ev].any() or (fits.getdata(mp)[sl][ev] == 0).any())
+        far = int((flagged & ~_dilate(t, 1)).sum())
+        per[f"{root}[{chip}]"] = dict(events=counted, found=found, flagged=int(flagged.sum()), far=far)
+        for k, v in (("events", counted), ("found", found), ("flagged", int(flagged.sum())), ("far", far),
+                     ("truth_pixels", int(t.sum())), ("uncovered_events", uncovered)):
+            tot[k] += v
+    tot["recall"] = tot["found"] / max(tot["events"], 1)
+    tot["far_fraction"] = tot["far"] / max(tot["flagged"], 1)
+    return {"total": tot, "chips": per}
+
+
+def _objects(lab):
+    from scipy import ndimage
+    return ndimage.find_objects(lab)
+
+
+def _dq(work_dir, root, chip):
+    p = Path(work_dir) / f"{root}_c1m.fits"
+    if not p.exists():
+        return None
+    with fits.open(p) as h:
+        exts = [e for e in h[1:] if e.header.get("NAXIS", 0) == 2]
+        return np.asarray(exts[chip - 1].data).astype(np.uint16)
+
+
+def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=60):
+    """Unsaturated stars whose core pixel (brightest of the 3×3 around the
+    predicted position) was flagged as a CR, with no true CR within 1 px.
+
+    Stars within ``edge`` pixels of a chip border (the vignetted pyramid edge,
+    where a star seen by the PC in one exposure falls on a WF chip in the
+    others and the median cannot model its core) are not checked.
+    """
+    stars = Table.read(Path(truth_dir) / "stars.ecsv")
+    stars = stars[stars["flux_e"] > min_flux]
+    truth = fits.open(Path(truth_dir) / "crs.fits")
+    bad, checked = [], 0
+    for sci in sorted(Path(work_dir).glob("*_c0m.fits")):
+        if "crclean" in sci.name:
+            continue
+        root = sci.name[:9]
+        with fits.open(sci) as hd:
+            scis = [e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"]
+            for e in scis:
+                chip = e.header["EXTVER"]
+                mp = Path(crmask_dir) / f"{root}_sci{chip}_crmask.fits"
+                if not mp.exists():
+                    continue
+                w = WCS(e.header, hd)
+                data = np.asarray(e.data, dtype=np.float32)
+                ny, nx = data.shape
+                x, y = w.all_world2pix(stars["ra"], stars["dec"], 0)
+                e0 = max(edge, 3)
+                inside = (x > e0) & (x < nx - 1 - e0) & (y > e0) & (y < ny - 1 - e0)
+                flagged = fits.getdata(mp) == 0
+                dq = _dq(work_dir, root, chip)
+                tcr = np.asarray(truth[root.upper(), chip].data) > 0
+                for xi, yi in zip(np.rint(x[inside]).astype(int), np.rint(y[inside]).astype(int)):
+                    box = data[yi - 1:yi + 2, xi - 1:xi + 2]
+                    dy, dx = np.unravel_index(np.argmax(box), box.shape)
+                    cy, cx = yi - 1 + dy, xi - 1 + dx
+                    if dq is not None and (dq[cy - 2:cy + 3, cx - 2:cx + 3] & 8).any():
+                        continue  # saturated
+                    if tcr[cy - 1:cy + 2, cx - 1:cx + 2].any():
+                        continue  # a real CR on the star
+                    checked += 1
+                    if flagged[cy, cx]:
+                        bad.append((root, chip, int(cx), int(cy)))
+    return {"checked": checked, "flagged": len(bad), "examples": bad[:10]}
+
+
+def star_photometry(final_sci, data_dir, radius=1.0, min_flux=3000.0, max_flux=None, edge_px=60,
+                    iso_arcsec=1.5, iso_frac=0.02):
+    """Aperture flux / truth for isolated unsaturated stars in the final image.
+
+    The truth in e-/s on chip k is ``flux_e * PHOTFLAM(WF3)/PHOTFLAM(k) / exptime``
+    (stars.ecsv convention).  Stars within ``edge_px`` input pixels of a chip
+    edge (vignetting), with another star of more than ``iso_frac`` of their flux
+    within ``iso_arcsec``, or with
+    saturated pixels (DQ 8) in the first exposure are skipped.
+    """
+    data_dir = Path(data_dir)
+    stars = Table.read(data_dir / "truth" / "stars.ecsv")
+    with fits.open(final_sci) as h:
+        img = np.asarray(h[0].data, dtype=np.float64)
+        w = WCS(h[0].header)
+    scale = float(np.sqrt(abs(np.linalg.det(w.pixel_scale_matrix))) * 3600)
+    first = sorted(p for p in data_dir.glob("*_c0m.fits"))[0]
+    dqf = Path(str(first).replace("_c0m.fits", "_c1m.fits"))
+    ra, dec, flux = np.asarray(stars["ra"]), np.asarray(stars["dec"]), np.asarray(stars["flux_e"], float)
+    cosd = np.cos(np.radians(np.median(dec)))
+    # isolation
+    order = np.argsort(ra)
+    iso = np.ones(ra.size, bool)
+    rs, ds = ra[order], dec[order]
+    win = iso_arcsec / 3600 / cosd
+    for n, i in enumerate(order):
+        lo, hi = np.searchsorted(rs, ra[i] - win), np.searchsorted(rs, ra[i] + win)
+        j = order[lo:hi]
+        d = np.hypot((ra[j] - ra[i]) * cosd, dec[j] - dec[i]) * 3600
+        close = (d < iso_arcsec) & (j != i) & (flux[j] > iso_frac * flux[i])
+        iso[i] = not close.any()
+    sel = iso & (flux > min_flux)
+    if max_flux:
+        sel &= flux < max_flux
+    with fits.open(first) as hd, fits.open(dqf) as hq:
+        exptime = float(hd[0].header["EXPTIME"])
+        scis = [e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"]
+        pf3 = next(float(e.header["PHOTFLAM"]) for e in scis if e.header.get("DETECTOR", e.header["EXTVER"]) == 3)
+        dqs = [e for e in hq[1:] if e.header.get("NAXIS", 0) == 2]
+        chip_of = np.zeros(ra.size, int)
+        ratio_k = np.zeros(ra.size)
+        for e, q in zip(scis, dqs):
+            cw = WCS(e.header, hd)
+            ny, nx = e.data.shape
+            x, y = cw.all_world2pix(ra, dec, 0)
+            ins = (x > edge_px) & (x < nx - edge_px) & (y > edge_px) & (y < ny - edge_px) & sel
+            dq = np.asarray(q.data).astype(np.uint16)
+            xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
+            for i in np.nonzero(ins)[0]:
+                if (dq[yi[i] - 2:yi[i] + 3, xi[i] - 2:xi[i] + 3] & 8).any():
+                    continue
+                chip_of[i] = int(e.header["EXTVER"])
+                ratio_k[i] = pf3 / float(e.header["PHOTFLAM"])
+    use = np.nonzero(chip_of > 0)[0]
+    x, y = w.all_world2pix(ra[use], dec[use], 0)
+    r_pix = radius / scale
+    r_in, r_out = 1.5 / scale, 2.2 / scale
+    half = int(np.ceil(r_out)) + 1
+    ratios, chips = [], []
+    ny, nx = img.shape
+    for k, (xc, yc) in enumerate(zip(x, y)):
+        xi, yi = int(round(xc)), int(round(yc))
+        if xi - half < 0 or yi - half < 0 or xi + half >= nx or yi + half >= ny:
+            continue
+        cut = img[yi - half:yi + half + 1, xi - half:xi + half + 1]
+        yy, xx = np.mgrid[yi - half:yi + half + 1, xi - half:xi + half + 1]
+        rr = np.hypot(xx - xc, yy - yc)
+        ann = cut[(rr >= r_in) & (rr < r_out)]
+        ap = rr < r_pix
+        if ann.size < 10 or not np.isfinite(cut[ap]).all() or (np.abs(cut[ap]) > 9e4).any():
+            continue
+        sky = float(np.median(ann))
+        f = float((cut[ap] - sky).sum())
+        i = use[k]
+        ratios.append(f / (flux[i] * ratio_k[i] / exptime))
+        chips.append(chip_of[i])
+    ratios = np.asarray(ratios)
+    chips = np.asarray(chips)
+    out = {"n": int(ratios.size), "median_ratio": float(np.median(ratios)) if ratios.size else float("nan")}
+    for c in (1, 2, 3, 4):
+        m = chips == c
+        if m.any():
+            out[f"chip{c}"] = {"n": int(m.sum()), "median_ratio": float(np.median(ratios[m]))}
+    return out
+
+
+def weight_boxes(final_wht, work_dir, box_ref=500, ref_scale=0.046):
+    """Median and std of the weight in a central box of each chip of the first
+    exposure (side ``box_ref`` pixels at ``ref_scale``, clipped to the chip)."""
+    with fits.open(final_wht) as h:
+        wht = np.asarray(h[0].data, dtype=np.float64)
+        w = WCS(h[0].header)
+    scale = float(np.sqrt(abs(np.linalg.det(w.pixel_scale_matrix))) * 3600)
+    first = sorted(p for p in Path(work_dir).glob("*_c0m.fits") if "crclean" not in p.name)[0]
+    out = {}
+    with fits.open(first) as hd:
+        for e in (e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"):
+            cw = WCS(e.header, hd)
+            ny, nx = e.data.shape
+            det = int(e.header.get("DETECTOR", e.header["EXTVER"]))
+            pscale = float(e.header.get("IDCSCALE", 0.1))
+            ra, dec = cw.all_pix2world([(nx - 1) / 2], [(ny - 1) / 2], 0)
+            xc, yc = w.all_world2pix(ra, dec, 0)
+            # box no larger than the chip minus its vignetted edges
+            side = min(box_ref * ref_scale / scale, (min(nx, ny) - 120) * pscale / scale)
+            h2 = side / 2
+            x0, x1 = int(round(xc[0] - h2)), int(round(xc[0] + h2))
+            y0, y1 = int(round(yc[0] - h2)), int(round(yc[0] + h2))
+            v = wht[max(0, y0):y1, max(0, x0):x1]
+            name = "PC1" if det == 1 else f"WF{det}"
+            out[name] = {"median": float(np.median(v)), "std": float(np.std(v)), "side": int(x1 - x0)}
+    return out

@@ -1,0 +1,152 @@
+"""End to end: the tutorial chain on a small simulated M2 set (4 exposures x 4
+chips of 256²), scored against the simulator's truth.
+
+The simulated pointings carry errors the headers do not know (as the real
+data did before TweakReg); the accuracy test puts the true pointing into the
+working copies after ingest — what a perfect alignment step would do — and
+then runs the chain as the tutorial's first call does.
+"""
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from drizzleflow.engine.step import Context
+from drizzleflow.steps.chain.blot import BlotStep
+from drizzleflow.steps.chain.cosmic_rays import CosmicRaysStep
+from drizzleflow.steps.chain.drizzle_final import DrizzleFinalStep
+from drizzleflow.steps.chain.drizzle_separate import DrizzleSeparateStep
+from drizzleflow.steps.chain.median import MedianStep
+from drizzleflow.steps.chain.sky import SkyStep
+from drizzleflow.steps.chain.static_mask import StaticMaskStep
+from drizzleflow.steps.chain import validation
+from drizzleflow.steps.instruments.model import CR_BIT
+
+pytestmark = pytest.mark.slow
+
+TUTORIAL = [
+    (StaticMaskStep, {}),
+    (SkyStep, {}),
+    (DrizzleSeparateStep, {"fillval": 99999, "bits": "8,1024"}),
+    (MedianStep, {"combine_type": "minmed"}),
+    (BlotStep, {}),
+    (CosmicRaysStep, {"snr": "5.5 3.5", "scale": "2.0 1.5", "corr": True}),
+    (DrizzleFinalStep, {"wht_type": "EXP", "wt_scl": "exptime", "pixfrac": 1.0, "fillval": 99999,
+                        "bits": "8,1024"}),
+]
+
+
+def _run(ctx, plan):
+    for cls, kw in plan:
+        ctx.step_name = cls.name
+        cls().run(ctx, cls.Params(**kw))
+
+
+def _align_to_truth(ctx, data):
+    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
+    pt = Table.read(data / "truth" / "pointing.ecsv")
+    for row in pt:
+        path = ctx.outdir / "work" / f"{row['root']}_c0m.fits"
+        upd = {}
+        with fits.open(path) as h:
+            for e in h[1:]:
+                if e.header.get("EXTNAME") == "SCI":
+                    upd[e.header["EXTVER"]] = {
+                        "CRVAL1": e.header["CRVAL1"] + row["ra_ref_true"] - row["ra_ref_header"],
+                        "CRVAL2": e.header["CRVAL2"] + row["dec_ref_true"] - row["dec_ref_header"]}
+        set_sci_keywords(path, upd)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    from drizzleflow.steps.simulate.m2 import simulate_m2
+    d = tmp_path_factory.mktemp("sim")
+    simulate_m2(d, seed=1, size=256, nexp=4)
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(sim, tmp_path_factory):
+    from drizzleflow.steps.ingest import Ingest
+    out = tmp_path_factory.mktemp("out")
+    ctx = Context(outdir=out, inputs=sorted(sim.glob("*_c0m.fits")),
+                  options={"uref": str(sim / "uref") + "/", "force": False})
+    ctx.step_name = "ingest"
+    Ingest().run(ctx, Ingest.Params(updatewcs=True))
+    _align_to_truth(ctx, sim)
+    _run(ctx, TUTORIAL)
+    return ctx
+
+
+def test_products_and_fill(run):
+    fin = run.get("final")
+    sci = fits.getdata(run.abs(fin["sci"]))
+    wht = fits.getdata(run.abs(fin["wht"]))
+    ctx = fits.getdata(run.abs(fin["ctx"]))
+    assert sci.shape == wht.shape == ctx.shape
+    assert np.isfinite(sci).all()                      # no NaN unless asked for
+    assert (wht == 0).any()
+    assert (sci[wht == 0] == 99999.0).all()            # exactly the fill value, not 99999/gain
+    assert not (sci[wht > 0] == 99999.0).any()
+    assert ((ctx != 0) == (wht > 0)).all()
+    h = fits.getheader(run.abs(fin["sci"]))
+    assert h["BUNIT"] == "ELECTRONS/S" and h["EXPTIME"] == pytest.approx(40.0)
+    assert h["NDRIZIM"] == 16 and h["D016PIXF"] == 1.0 and h["D001FVAL"] == "99999.0"
+    assert h["D001KERN"] == "square" and h["D001BITS"] == "1032"
+    assert h["D001DATA"].startswith("ua060502m_c0m.fits[sci,1]")
+    assert 2.4e-19 < h["PHOTFLAM"] < 4e-19            # per e-/s, mean of the chips
+    # default output scale = the PC's (tutorial note III)
+    assert abs(h["CD1_1"] ** 2 + h["CD2_1"] ** 2) ** 0.5 * 3600 == pytest.approx(0.0455, rel=0.01)
+
+
+def test_cosmic_ray_accuracy(run, sim):
+    m = validation.cr_metrics(run.outdir, sim / "truth")["total"]
+    assert m["events"] >= 30
+    assert m["recall"] >= 0.99, m
+    assert m["far_fraction"] < 0.10, m
+    cores = validation.star_cores_flagged(run.outdir / "work", run.outdir / "chain" / "crmask", sim / "truth")
+    assert cores["checked"] > 100
+    assert cores["flagged"] == 0, cores
+
+
+def test_noise_model_flags_few_pixels(run):
+    """Electrons throughout: the CR step flags far below 1 % of the pixels
+    (DrizzlePac 3.11's WFPC2 units slip flags ~11 %)."""
+    counts = run.get("cr_counts")
+    total = sum(sum(c) for c in counts.values())
+    assert 0 < total < 0.005 * 16 * 256 * 256
+
+
+def test_dq_bits_match_masks_and_rerun_is_idempotent(run):
+    def dq_state():
+        out = {}
+        for root, masks in run.get("crmasks").items():
+            with fits.open(run.outdir / "work" / f"{root}_c1m.fits") as h:
+                exts = [e for e in h[1:] if e.header.get("NAXIS", 0) == 2]
+                for k, mp in enumerate(masks):
+                    dq = np.asarray(exts[k].data).astype(np.uint16)
+                    bad = fits.getdata(run.abs(mp)) == 0
+                    assert (((dq & CR_BIT) != 0) == bad).all()
+                    out[(root, k)] = dq.copy()
+        return out
+    before = dq_state()
+    _run(run, [(CosmicRaysStep, {"snr": "5.5 3.5", "scale": "2.0 1.5", "corr": True})])
+    after = dq_state()
+    assert all((before[k] == after[k]).all() for k in before)
+    assert len(run.get("crclean")) == 4
+
+
+def test_weight_map_levels(run):
+    wb = validation.weight_boxes(run.outdir / "final_drz_wht.fits", run.outdir / "work")
+    # 4 exposures x 10 s; WF pixels cover (0.0455/0.0996)^2 of their area on the PC grid
+    assert 30 < wb["PC1"]["median"] <= 40.5
+    for wf in ("WF2", "WF3", "WF4"):
+        assert wb[wf]["median"] == pytest.approx(40 * (0.0455 / 0.0996) ** 2, rel=0.03)
+        assert wb[wf]["std"] / wb[wf]["median"] < 0.2
+
+
+def test_photometry_on_final_image(run, sim):
+    ph = validation.star_photometry(run.outdir / "final_drz_sci.fits", sim, min_flux=500, iso_frac=0.1,
+                                    edge_px=30)
+    assert ph["n"] >= 20
+    assert 0.98 < ph["median_ratio"] < 1.02, ph
