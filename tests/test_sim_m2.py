@@ -253,3 +253,17 @@ def test_cli_command(tmp_path):
     assert args.func(args) == 0
     assert (tmp_path / "o" / "ua060502m_c1m.fits").exists()
     assert len(Table.read(tmp_path / "o" / "truth" / "stars.ecsv")) == 50 + len(m2.BRIGHT)
+
+
+def test_blooming_conserves_charge_along_the_column():
+    from drizzleflow.steps.simulate.detector import bleed
+    img = np.full((60, 5), 100.0)
+    img[30, 2] = 500000.0
+    img[31, 2] = 200000.0
+    total = img.sum()
+    out = bleed(img.copy(), 53000.0)
+    assert out.sum() == pytest.approx(total)
+    assert out.max() <= 53000.0
+    full = np.flatnonzero(out[:, 2] >= 53000.0 - 1e-6)
+    assert np.all(np.diff(full) == 1) and full.size == 12          # one contiguous trail (700 ke- = 13.2 full wells)
+    np.testing.assert_array_equal(out[:, [0, 1, 3, 4]], img[:, [0, 1, 3, 4]])

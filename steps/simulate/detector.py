@@ -21,7 +21,7 @@ from .geometry import REF_CHIP, chip_specs
 
 __all__ = ["DetectorParams", "Pointing", "ChipRender", "render_chip", "static_defects",
            "cosmic_rays", "vignetting", "star_pixels", "DQ_VIGNETTED", "DQ_SATURATED",
-           "DQ_BADCOL", "DQ_HOT", "DQ_WARM_REPAIRED", "flat_field"]
+           "DQ_BADCOL", "DQ_HOT", "DQ_WARM_REPAIRED", "flat_field", "bleed"]
 
 DQ_VIGNETTED = 2
 DQ_BADCOL = 2
@@ -40,6 +40,7 @@ class DetectorParams:
     bias: float = 330.0          # DN, removed in calibration
     adc_max: int = 4095          # raw DN ceiling
     sat_flag_dn: float = 3500.0  # calibrated DN above which DQ 8 is set
+    full_well: float = 53000.0   # e-; charge beyond it blooms along the column
     sky_wf: float = 40.0         # e- per WF pixel per exposure (PC: scaled by pixel area)
     cr_per_chip: float = 30.0    # per 10 s on a full 800x800 chip
     n_badcols: int = 3
@@ -111,6 +112,27 @@ def flat_field(seed, size, detector):
     t = np.linspace(-1.0, 1.0, size)
     slope = rng.uniform(-0.02, 0.02, 2)
     return (1.0 + rng.normal(0.0, 0.015, (size, size))) * (1.0 + slope[0] * t[None, :] + slope[1] * t[:, None])
+
+
+def bleed(img, full_well):
+    """Move charge above ``full_well`` along its column, half up and half
+    down, filling the neighbouring pixels to the full well (CCD blooming)."""
+    cols = np.flatnonzero((img > full_well).any(axis=0))
+    for c in cols:
+        col = img[:, c]
+        over = col > full_well
+        excess = float((col[over] - full_well).sum())
+        col[over] = full_well
+        rows = np.flatnonzero(over)
+        for start, step in ((rows.max() + 1, 1), (rows.min() - 1, -1)):
+            idx = np.arange(start, col.size if step > 0 else -1, step)
+            if idx.size == 0:
+                continue
+            room = np.maximum(full_well - col[idx], 0.0)
+            fill = np.minimum(room, np.maximum(0.5 * excess - (np.cumsum(room) - room), 0.0))
+            col[idx] += fill
+        img[:, c] = col
+    return img
 
 
 def cosmic_rays(seed, exp_index, size, detector, params: DetectorParams):
@@ -187,6 +209,7 @@ def render_chip(*, seed, exp_index, size, detector, models, d2im, pointing, star
                 x0, y0, st = psfmod.bright_stamp(xb, yb, fb * resp, pm, spike, half=64 if detector > 1 else 100)
                 psfmod.add_stamps(img, np.array([x0]), np.array([y0]), st[None])
 
+    bleed(img, params.full_well)
     spec = chip_specs(size)[detector]
     sky = params.sky_wf * (spec.scale / chip_specs(size)[REF_CHIP].scale) ** 2
     img += sky * np.outer(vy, vx)
