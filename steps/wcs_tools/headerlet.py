@@ -108,7 +108,7 @@ def create_headerlet(image, hdrname, *, wcsname=None, destim=None, author=None, 
         scis = _scis(hdul)
         if not scis:
             raise InputFileError(image if not isinstance(image, fits.HDUList) else "<memory>", "no SCI extensions")
-        destim = destim or str(ph.get("ROOTNAME", "")).strip().lower() or \
+        destim = destim or str(ph.get("ROOTNAME", "")).strip() or \
             (Path(str(image)).name.split("_")[0] if not isinstance(image, fits.HDUList) else "unknown")
         wcsname = wcsname or str(scis[0].header.get("WCSNAME", "")).strip() or hdrname
         d2im_present = any(str(h.header.get("EXTNAME", "")).upper() == "D2IMARR" for h in hdul[1:])

@@ -57,6 +57,12 @@ def row_from_header(header, wcs_id, key=" ", **extra) -> dict:
 
 
 def _table(rows):
+    # stwcs appends after the first empty row and needs at least one: keep
+    # 4 empty rows per chip as it does (28 rows for 4 chips after updatewcs)
+    nchips = max([int(r.get("EXTVER", 1)) for r in rows] + [1])
+    blank = {name: ("" if fmt.endswith("A") else 0) for name, fmt, _ in COLUMNS}
+    used = len(rows)
+    rows = list(rows) + [blank] * (4 * nchips)
     cols = []
     for name, fmt, default in COLUMNS:
         values = [r.get(name, default) for r in rows]
@@ -71,6 +77,7 @@ def _table(rows):
         cols.append(fits.Column(name=name, format=fmt, array=arr))
     hdu = fits.BinTableHDU.from_columns(cols, name="WCSCORR")
     hdu.header["EXTVER"] = 1
+    hdu.header["TROWS"] = (used, "number of rows in use (the rest is padding)")
     return hdu
 
 
