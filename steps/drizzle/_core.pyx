@@ -322,18 +322,22 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
     if ii1 > a.onx - 1:
         ii1 = a.onx - 1
         clipped = 1
-    if jj0 < a.band0:
-        jj0 = a.band0
+    # Clip rows to the image, not to the band: the coverage arithmetic must not
+    # depend on how the output is split (bit-identical threads); rows outside
+    # the band are computed and dropped.
+    if jj0 < 0:
+        jj0 = 0
         clipped = 1
-    if jj1 > a.band1 - 1:
-        jj1 = a.band1 - 1
+    if jj1 > a.ony - 1:
+        jj1 = a.ony - 1
         clipped = 1
     if ii0 > ii1 or jj0 > jj1:
         return ST_OK
     invj = 1.0 / jac
     # whole drop inside one output pixel
     if ii0 == ii1 and jj0 == jj1 and clipped == 0:
-        _add(a, ii0, jj0, w, d)
+        if a.band0 <= jj0 < a.band1:
+            _add(a, ii0, jj0, w, d)
         return ST_OK
     bw = ii1 - ii0 + 1
     bh = jj1 - jj0 + 1
@@ -358,8 +362,11 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
     wj = w * invj
     wd = wj * d
     for r in range(bh):
-        s = 0.0
         cell = acc + r * stride
+        if jj0 + r < a.band0 or jj0 + r >= a.band1:
+            memset(cell, 0, stride * sizeof(double))
+            continue
+        s = 0.0
         q = (jj0 + r) * onx + ii0
         for c in range(bw):
             s += cell[c]

@@ -105,18 +105,17 @@ def _full(win, wout, xs, ys):
 
 
 def _d2im_displacement(win, xs, ys):
-    """Exact D2IM displacement (dx, dy) on the (ys, xs) grid, or None without D2IM.
+    """Exact D2IM displacement ``(dx, dy)`` on the (ys, xs) grid.
 
-    Each table is evaluated along the only axis it depends on when it is a
-    single row (depends on x) or column (depends on y), else on the full grid.
+    Each component is None (no table for that axis) or an array that
+    broadcasts to ``(len(ys), len(xs))``: ``(1, nx)`` for a single-row table
+    (a function of x only), ``(ny, 1)`` for a single-column table (y only),
+    else the full grid.
     """
-    tables = {1: win.det2im1, 2: win.det2im2}
-    if tables[1] is None and tables[2] is None:
-        return None
-    dx = np.zeros((len(ys), len(xs)))
-    dy = np.zeros((len(ys), len(xs)))
-    for axis, table in tables.items():
+    result = []
+    for axis, table in ((1, win.det2im1), (2, win.det2im2)):
         if table is None:
+            result.append(None)
             continue
         one = copy.deepcopy(win)
         one.sip = None
@@ -127,19 +126,17 @@ def _d2im_displacement(win, xs, ys):
             one.det2im1 = None
         rows, cols = table.data.shape
         if rows == 1:            # function of x only
-            px = np.column_stack([xs, np.full_like(xs, ys[0])])
-            shift = (one.det2im(px, 0) - px)[:, axis - 1]
-            (dx if axis == 1 else dy)[:] += shift[None, :]
+            p = np.column_stack([xs, np.full_like(xs, ys[0])])
+            shift = (one.det2im(p, 0) - p)[:, axis - 1][None, :]
         elif cols == 1:          # function of y only
-            py = np.column_stack([np.full_like(ys, xs[0]), ys])
-            shift = (one.det2im(py, 0) - py)[:, axis - 1]
-            (dx if axis == 1 else dy)[:] += shift[:, None]
+            p = np.column_stack([np.full_like(ys, xs[0]), ys])
+            shift = (one.det2im(p, 0) - p)[:, axis - 1][:, None]
         else:
             X, Y = np.meshgrid(xs, ys)
             p = np.column_stack([X.ravel(), Y.ravel()])
             shift = (one.det2im(p, 0) - p)[:, axis - 1].reshape(X.shape)
-            (dx if axis == 1 else dy)[:] += shift
-    return dx, dy
+        result.append(shift)
+    return tuple(result)
 
 
 def _nodes(lo, hi, step):
@@ -151,32 +148,53 @@ def _nodes(lo, hi, step):
     return nodes
 
 
-def _lagrange_matrices(nodes, t, npts=4):
-    """Weights (and their derivatives) of the local ``npts``-point Lagrange interpolant.
+def _lagrange_weights(nodes, t, npts=4):
+    """Local ``npts``-point Lagrange interpolation at ``t``: node indices and weights.
 
-    Returns dense ``(len(t), len(nodes))`` matrices W, dW with
-    ``f(t) ~ W @ f(nodes)`` and ``f'(t) ~ dW @ f(nodes)``.
+    Returns ``first`` (len(t),) -- index of the first of the ``npts`` nodes
+    used for each t -- and weights W, dW (len(t), npts) such that
+    ``f(t) ~ sum_a W[:, a] f(nodes[first + a])`` and likewise dW for f'(t).
     """
     n = len(nodes)
     npts = min(npts, n)
-    W = np.zeros((len(t), n))
-    dW = np.zeros((len(t), n))
     k = np.clip(np.searchsorted(nodes, t, side="right") - 1, 0, n - 2)
     first = np.clip(k - (npts // 2 - 1), 0, n - npts)
-    idx = first[:, None] + np.arange(npts)[None, :]
-    g = nodes[idx]                                     # (len(t), npts)
-    tt = t[:, None]
+    g = nodes[first[:, None] + np.arange(npts)[None, :]]
+    W = np.empty((len(t), npts))
+    dW = np.empty((len(t), npts))
     for a in range(npts):
         others = [b for b in range(npts) if b != a]
         den = np.prod([g[:, a] - g[:, b] for b in others], axis=0)
-        num = np.prod([tt[:, 0] - g[:, b] for b in others], axis=0)
+        W[:, a] = np.prod([t - g[:, b] for b in others], axis=0) / den
         dnum = np.zeros(len(t))
         for m in others:
-            dnum += np.prod([tt[:, 0] - g[:, b] for b in others if b != m], axis=0)
-        rows = np.arange(len(t))
-        W[rows, idx[:, a]] += num / den
-        dW[rows, idx[:, a]] += dnum / den
-    return W, dW
+            dnum += np.prod([t - g[:, b] for b in others if b != m], axis=0)
+        dW[:, a] = dnum / den
+    return first, W, dW
+
+
+def _along_x(G, first, W):
+    """Interpolate every row of the node grid G (ngy, ngx) to the x targets: (ngy, nx)."""
+    out = np.zeros((G.shape[0], len(first)))
+    for a in range(W.shape[1]):
+        out += G[:, first + a] * W[None, :, a]
+    return out
+
+
+def _along_y(H, first, W):
+    """Interpolate the columns of H (ngy, nx) to the y targets: (ny, nx).
+
+    Targets sharing the same stencil are done as one small (rows x npts) @
+    (npts x nx) product, which stays in cache.
+    """
+    out = np.empty((len(first), H.shape[1]))
+    npts = W.shape[1]
+    starts = np.flatnonzero(np.diff(first, prepend=first[0] - 1))
+    stops = np.append(starts[1:], len(first))
+    for a, b in zip(starts, stops):
+        f = first[a]
+        np.matmul(W[a:b], H[f:f + npts], out=out[a:b])
+    return out
 
 
 def _map(in_wcs, out_wcs, xs, ys, stepsize):
@@ -196,13 +214,15 @@ def _map(in_wcs, out_wcs, xs, ys, stepsize):
     gx = _nodes(xs[0], xs[-1], stepsize)
     gy = _nodes(ys[0], ys[-1], stepsize)
     grid = _full(win, wout, gx, gy)                  # (len(gy), len(gx), 2)
-    Wx, dWx = _lagrange_matrices(gx, xs)
-    Wy, dWy = _lagrange_matrices(gy, ys)
+    fx, Wx, dWx = _lagrange_weights(gx, xs)
+    fy, Wy, dWy = _lagrange_weights(gy, ys)
     out = np.empty((len(ys), len(xs), 2))
     for c in range(2):
         G = grid[..., c]
-        GWx = G @ Wx.T                               # (len(gy), len(xs))
-        out[..., c] = Wy @ GWx
-        if disp is not None:
-            out[..., c] += disp[0] * (Wy @ (G @ dWx.T)) + disp[1] * (dWy @ GWx)
+        Hx = _along_x(G, fx, Wx)                     # (len(gy), len(xs))
+        out[..., c] = _along_y(Hx, fy, Wy)
+        if disp[0] is not None:
+            out[..., c] += disp[0] * _along_y(_along_x(G, fx, dWx), fy, Wy)
+        if disp[1] is not None:
+            out[..., c] += disp[1] * _along_y(Hx, fy, dWy)
     return out
