@@ -84,6 +84,19 @@ def test_waivered_files(tmp_path):
         assert q[0].data.dtype == np.dtype(">i2") and q[0].header["FILETYPE"] == "SDQ"
         crval = float(h[1].data["CRVAL1"][0])
         assert crval == pytest.approx(TUTORIAL_CRVALS[0, 0], abs=1e-9)
+        # same data and group keywords as the multi-extension form of the same seed
+        m2.simulate_m2(tmp_path / "mef", seed=2, size=96, nexp=1)
+        with fits.open(tmp_path / "mef" / "ua060502m_c0m.fits") as mef:
+            for k in range(1, 5):
+                np.testing.assert_array_equal(h[0].data[k - 1], mef[k].data)
+                for col in h[1].columns:
+                    v = h[1].data[col.name][k - 1]
+                    if col.unit == "LOGICAL-":
+                        v = v.strip() == "T"
+                    elif col.format.startswith("E"):
+                        v = float("%.7G" % v)
+                    want = mef[k].header[col.name]
+                    assert (v.strip() if isinstance(v, str) else v) == want, col.name
 
 
 def test_pattern_offsets_match_the_tutorial(small):

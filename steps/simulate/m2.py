@@ -24,6 +24,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 
 from drizzleflow.engine.errors import DrizzleflowError, RecipeError
 from drizzleflow.steps.instruments.wfpc2 import reference_files as rf
@@ -221,10 +222,22 @@ def _exposure_info(s: Setup, i):
     }
 
 
+def _card(v):
+    """``v`` as it reads back from a FITS header card (at most 20 characters),
+    so MEF headers and waivered tables hold identical values."""
+    return float(fits.Card("X", float(v)).image[10:30])
+
+
+def _g7(v):
+    """``v`` with 7 significant digits (the waivered tables' E15.7 columns)."""
+    return float("%.7G" % v)
+
+
 def _group(s: Setup, i, chip, info, sci):
     crpix, crval, cd, orientat = _chip_wcs(s.models[chip], s.models[geometry.REF_CHIP], s.header_pointing[i])
-    return {"crpix": crpix, "crval": crval, "cd": cd.tolist(), "orientat": round(orientat, 6),
-            "datamin": float(sci.min()), "datamax": float(sci.max()), "expstart": info["expstart"],
+    return {"crpix": crpix, "crval": tuple(_card(v) for v in crval),
+            "cd": [[_card(v) for v in row] for row in cd], "orientat": _g7(orientat),
+            "datamin": _g7(sci.min()), "datamax": _g7(sci.max()), "expstart": info["expstart"],
             "expend": info["expend"], "detector": chip, "root": info["root"],
             "photmode": f"WFPC2,{chip},A2D7,F814W,,CAL", "photflam": PHOTFLAM[chip]}
 
