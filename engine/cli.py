@@ -153,7 +153,10 @@ def cmd_import(args):
     return 0
 
 
-def build_parser():
+BUILTIN_COMMANDS = ("run", "validate", "steps", "explain", "schema", "import-astrodrizzle")
+
+
+def build_parser(load_plugins=True):
     parser = argparse.ArgumentParser(prog="drizzleflow",
                                      description="Align and drizzle-combine dithered HST images with YAML recipes.")
     parser.add_argument("--version", action="version", version=f"drizzleflow {__version__}")
@@ -201,7 +204,7 @@ def build_parser():
     p.add_argument("--output", default="drizzleflow_output", help="output directory written into the recipe")
     p.set_defaults(func=cmd_import)
 
-    for name, register in registry.commands().items():
+    for name, register in (registry.commands() if load_plugins else {}).items():
         if name in sub.choices:
             log.warning("plugin command '%s' clashes with a built-in command; skipped", name)
             continue
@@ -223,8 +226,11 @@ def main(argv=None):
     pre.setLevel(logging.WARNING)
     root = logging.getLogger("drizzleflow")
     root.addHandler(pre)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
     try:
-        parser = build_parser()
+        # plugin subcommands are imported only when they may be the one asked for (or for --help)
+        parser = build_parser(load_plugins=first not in BUILTIN_COMMANDS)
     finally:
         root.removeHandler(pre)
     args, extra = parser.parse_known_args(argv)

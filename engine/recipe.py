@@ -286,8 +286,7 @@ def _merge_structure(layers, reg):
                 hint = registry.suggest(name, [x.name for x in plan])
                 raise RecipeError(f"no step named '{name}' to update{hint}; a new step needs `step:` (its type)",
                                   where=pos.where(p), key=f"steps[{i}]")
-            if e["step"] not in reg:
-                registry.get_step(e["step"], where=pos.where(p + ("step",)))
+            registry.get_step(e["step"], where=pos.where(p + ("step",)))  # unknown or broken: a clear error
             entry = _Entry(name=name, step=e["step"], where=pos.where(p), enabled=e.get("enabled", True))
             _insert(plan, entry, e, pos, p)
     return plan
@@ -434,7 +433,7 @@ def recipe_from_dict(data: dict, overrides=(), *, output=None, cwd=None, filenam
 
 
 def _resolve(layers, path, base_path, overrides, output, cwd, name_default=None):
-    reg = registry.steps()
+    reg = registry.LazySteps()  # imports only the steps this recipe names
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     plan = _merge_structure(layers, reg)
     for data, pos in layers:

@@ -82,3 +82,16 @@ def test_without_the_plugin_its_step_is_unknown(tmp_path):
     (tmp_path / "r.yaml").write_text('input: "*.txt"\nsteps: [{step: plugin_echo}]\n')
     p = cli(["validate", "r.yaml"], dict(os.environ), tmp_path)
     assert p.returncode == 2 and "unknown step type 'plugin_echo'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_using_the_broken_plugin_is_a_clear_error(plugin_env, tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    (tmp_path / "r.yaml").write_text('input: "*.txt"\nsteps: [{step: broken_step}]\n')
+    p = cli(["validate", "r.yaml"], plugin_env, tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert ("r.yaml:2:16: step type 'broken_step' is registered by dfplugin-broken 0.0.1 but failed to import "
+            "(ModuleNotFoundError") in p.stderr
+    # a recipe that does not use it is not bothered (steps are imported only when named)
+    (tmp_path / "ok.yaml").write_text('input: "*.txt"\nsteps: [{step: toy_source}]\n')
+    p = cli(["validate", "ok.yaml"], plugin_env, tmp_path)
+    assert p.returncode == 0 and "broken_step" not in p.stderr
