@@ -14,6 +14,7 @@ A sweep recipe ``extends`` a base recipe and adds two keys::
       baseline: 0                 # point whose stars every point measures (default: the first)
       max_points: 100             # refuse larger expansions
       guidance: {wht_rms_over_median: 0.2}   # the Handbook's weight rule
+      parallel: 2                 # points run at once (worker processes) after the baseline
     metrics: [psf_fwhm, weight_stats]   # or [{step: psf_fwhm, params: {...}}, ...]
 
 Keys are ``<step name>.<param>`` or AstroDrizzle flat names (``final_pixfrac``),
@@ -52,7 +53,7 @@ __all__ = ["SweepPoint", "SweepSpec", "load_sweep", "is_sweep_recipe", "format_p
 log = logging.getLogger("drizzleflow.sweep")
 
 MODES = ("grid", "zip", "rows")
-SWEEP_KEYS = ("mode", "params", "rows", "exclude", "baseline", "max_points", "guidance")
+SWEEP_KEYS = ("mode", "params", "rows", "exclude", "baseline", "max_points", "guidance", "parallel")
 DEFAULT_METRICS = ("psf_fwhm", "weight_stats")
 
 
@@ -88,6 +89,7 @@ class SweepSpec:
     baseline: int = 0
     guidance: dict = field(default_factory=lambda: {"wht_rms_over_median": 0.2})
     raw: dict = field(default_factory=dict)       # the sweep block as written
+    parallel: int = 1                             # points run at once after the baseline
 
     def columns(self) -> list[str]:
         """Table column per swept key: ``drizzle_final.pixfrac`` -> ``drizzle_final_pixfrac``."""
@@ -273,6 +275,10 @@ def _parse_block(data, pos, lines):
         if not isinstance(g, dict) or any(k not in guidance for k in g):
             raise _err("allowed: {wht_rms_over_median: <float>}", pos, ("sweep", "guidance"), "sweep.guidance")
         guidance.update(g)
+    par = sw.get("parallel", 1)
+    if not isinstance(par, int) or isinstance(par, bool) or par < 1:
+        raise _err("allowed: an integer >= 1 (points run at once after the baseline)", pos, ("sweep", "parallel"),
+                   "sweep.parallel")
     return mode, keys, points, baseline, guidance, sw
 
 
@@ -470,7 +476,7 @@ def load_sweep(path, overrides=(), *, output=None, cwd=None) -> SweepSpec:
         rec.output = Path(root_out, p.dirname)
         p.recipe = rec
     spec = SweepSpec(path=path, mode=mode, keys=keys, points=points, metrics=metrics, baseline=baseline,
-                     guidance=guidance, raw=raw)
+                     guidance=guidance, raw=raw, parallel=int(raw.get("parallel", 1)))
     spec.output = root_out
     return spec
 
@@ -589,11 +595,11 @@ def _load_result(p):
 
 
 def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, dask_scheduler=None, progress=None,
-              reports=True, stop_after=None) -> list[dict]:
+              reports=True, stop_after=None, parallel=None) -> list[dict]:
     """Run every point of a validated sweep and write the reports.
 
     Order: the baseline point first (its ``psf_fwhm`` picks the star list and
-    its upstream steps fill the cache), then the others in order, each run by
+    its upstream steps fill the cache), then the others, each run by
     :func:`drizzleflow.engine.runner.run_recipe` with ``reuse_from`` pointing at
     the points already run, so steps whose cache key matches (everything
     upstream of the first swept step) are copied, not recomputed.  A point
@@ -613,93 +619,155 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
     progress : bool, optional
         Progress bars.
     reports : bool
-        Write the table and figures after each point.
+        Write the table and figures (the table is refreshed after each point).
     stop_after : int, optional
         Run at most this many points in this call (the rest stay pending).
+    parallel : int, optional
+        Run up to this many points at once in worker processes after the
+        baseline (default: the sweep's ``parallel:``, else 1).  Each point is a
+        separate output directory, so points never share a file being written.
 
     Returns
     -------
     list of dict
         The point results (also in ``<point>/point_result.json``).
     """
-    import json
-    import time
-
-    from .atomic import write_text
     from .executors import make_executor
-    from .runner import run_recipe
 
     for p in spec.points:
         _point_hash(p)
     write_plan(spec, overwrite=overwrite)
-    order = [spec.points[spec.baseline]] + [p for p in spec.points if p.index != spec.baseline]
-    results, done_dirs = {}, []
+    parallel = int(parallel or spec.parallel or 1)
+    base = spec.points[spec.baseline]
+    base_dir = Path(base.recipe.output).resolve()
+    order = [base] + [p for p in spec.points if p.index != spec.baseline]
+    results, done_dirs, pending = {}, [], []
     star_list = None
-    ran = 0
+    for p in order:
+        prev = None if force else _load_result(p)
+        if prev is not None:
+            log.info("sweep point #%03d %s: done earlier, skipped", p.index, p.name)
+            results[p.index] = prev
+            done_dirs.append(Path(p.recipe.output).resolve())
+            star_list = star_list or prev.get("star_list")
+        else:
+            pending.append(p)
+    if stop_after is not None:
+        for p in pending[stop_after:]:
+            log.info("sweep point #%03d %s: left for a later run (stop_after=%d)", p.index, p.name, stop_after)
+        pending = pending[:stop_after]
     ex = spec.points[0].recipe.executor
     executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"),
                              dask_scheduler or ex.get("address"))
+    opts = {"overwrite": overwrite, "force": force, "progress": progress}
     try:
-        for p in order:
-            pdir = Path(p.recipe.output).resolve()
-            prev = None if force else _load_result(p)
-            if prev is not None:
-                log.info("sweep point #%03d %s: done earlier, skipped", p.index, p.name)
-                results[p.index] = prev
-                done_dirs.append(pdir)
-                star_list = star_list or prev.get("star_list")
-                continue
-            if stop_after is not None and ran >= stop_after:
-                log.info("sweep point #%03d %s: left for a later run (stop_after=%d)", p.index, p.name, stop_after)
-                continue
-            _point_hash(p)
-            if p.index != spec.baseline:
-                _share_inputs(p.recipe, Path(spec.points[spec.baseline].recipe.output).resolve())
-            if p.index != spec.baseline and star_list:
-                for s in p.recipe.steps:
-                    if s.step in STAR_LIST_STEPS and getattr(s.params, "stars", None) is None:
-                        s.params = s.params.model_copy(update={"stars": str(star_list)})
-            log.info("sweep point #%03d %s: running in %s", p.index, p.name, pdir)
-            t0 = time.perf_counter()
-            rr = run_recipe(p.recipe, pdir, overwrite=overwrite, force=force, reuse_from=list(done_dirs),
-                            progress=progress, executor=executor)
-            runtime = time.perf_counter() - t0
-            pixfrac, scale = _final_drizzle(p.recipe)
-            psf = rr.products.get("psf_fwhm")
-            wst = rr.products.get("weight_stats")
-            if scale is None:  # the grid's default scale: take what the metrics measured
-                scale = (psf or wst or {}).get("scale_arcsec")
-            res = {"index": p.index, "name": p.name, "values": dict(p.values), "texts": dict(p.texts),
-                   "hash": _point_hash(p), "status": "done", "runtime_s": round(runtime, 3),
-                   "pixfrac": pixfrac, "scale": scale,
-                   "steps": {s.name: s.status for s in rr.steps},
-                   "psf_fwhm": psf, "weight_stats": wst, "dir": str(pdir)}
-            for key in ("final", "final_drz_sci", "final_sci", "drizzle_final"):
-                val = rr.products.get(key)
-                if isinstance(val, dict):
-                    val = val.get("sci")
-                if isinstance(val, str):
-                    res["product"] = str(Path(pdir, val)) if not Path(val).is_absolute() else val
-                    break
-            if psf:
-                res["stars_file"] = str(Path(pdir, psf["stars"]))
-                if psf.get("star_list"):
-                    res["star_list"] = str(Path(pdir, psf["star_list"]))
-                    if p.index == spec.baseline:
-                        star_list = res["star_list"]
-            write_text(pdir / RESULT_NAME, json.dumps(res, indent=1, default=str))
-            results[p.index] = res
-            done_dirs.append(pdir)
-            ran += 1
-            log.info("sweep point #%03d %s: done in %.1f s (%s)", p.index, p.name, runtime,
-                     ", ".join(f"{k}:{v}" for k, v in res["steps"].items()))
-            if reports:
-                _reports(spec, results, figures=False)
+        if pending and pending[0] is base:  # the baseline first, alone: it fills the cache and picks the stars
+            res = _run_point(base, base_dir, list(done_dirs), executor, opts)
+            _finish_point(spec, res, results, done_dirs, reports)
+            star_list = res.get("star_list")
+            pending = pending[1:]
+        for p in pending:
+            _prepare_point(spec, p, base_dir, star_list)
+        if parallel > 1 and len(pending) > 1:
+            _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports)
+        else:
+            for p in pending:
+                res = _run_point(p, Path(p.recipe.output).resolve(), list(done_dirs), executor, opts)
+                _finish_point(spec, res, results, done_dirs, reports)
     finally:
         executor.close()
     if reports and results:
         _reports(spec, results)
     return [results[i] for i in sorted(results)]
+
+
+def _prepare_point(spec, p, base_dir, star_list):
+    """Share the baseline's inputs and star list with a non-baseline point."""
+    _share_inputs(p.recipe, base_dir)
+    if star_list:
+        for s in p.recipe.steps:
+            if s.step in STAR_LIST_STEPS and getattr(s.params, "stars", None) is None:
+                s.params = s.params.model_copy(update={"stars": str(star_list)})
+
+
+def _run_point(p, pdir, reuse, executor, opts) -> dict:
+    """Run one point's recipe; write and return its ``point_result.json`` payload."""
+    import json
+    import time
+
+    from .atomic import write_text
+    from .runner import run_recipe
+
+    log.info("sweep point #%03d %s: running in %s", p.index, p.name, pdir)
+    t0 = time.perf_counter()
+    rr = run_recipe(p.recipe, pdir, overwrite=opts["overwrite"], force=opts["force"], reuse_from=reuse,
+                    progress=opts["progress"], executor=executor)
+    runtime = time.perf_counter() - t0
+    pixfrac, scale = _final_drizzle(p.recipe)
+    psf = rr.products.get("psf_fwhm")
+    wst = rr.products.get("weight_stats")
+    if scale is None:  # the grid's default scale: take what the metrics measured
+        scale = (psf or wst or {}).get("scale_arcsec")
+    res = {"index": p.index, "name": p.name, "values": dict(p.values), "texts": dict(p.texts),
+           "hash": _point_hash(p), "status": "done", "runtime_s": round(runtime, 3),
+           "pixfrac": pixfrac, "scale": scale, "steps": {s.name: s.status for s in rr.steps},
+           "psf_fwhm": psf, "weight_stats": wst, "dir": str(pdir)}
+    for key in ("final", "final_drz_sci", "final_sci", "drizzle_final"):
+        val = rr.products.get(key)
+        if isinstance(val, dict):
+            val = val.get("sci")
+        if isinstance(val, str):
+            res["product"] = str(Path(pdir, val))
+            break
+    if psf:
+        res["stars_file"] = str(Path(pdir, psf["stars"]))
+        if psf.get("star_list"):
+            res["star_list"] = str(Path(pdir, psf["star_list"]))
+    write_text(pdir / RESULT_NAME, json.dumps(res, indent=1, default=str))
+    log.info("sweep point #%03d %s: done in %.1f s (%s)", p.index, p.name, runtime,
+             ", ".join(f"{k}:{v}" for k, v in res["steps"].items()))
+    return res
+
+
+def _finish_point(spec, res, results, done_dirs, reports):
+    results[res["index"]] = res
+    done_dirs.append(Path(res["dir"]))
+    if reports:
+        _reports(spec, results, figures=False)
+
+
+def _point_job(args):
+    """Worker-process entry: run one point, return its result or the error as text."""
+    p, reuse, opts = args
+    from .errors import DrizzleflowError
+    try:
+        return "ok", _run_point(p, Path(p.recipe.output).resolve(), reuse, None, dict(opts, progress=False))
+    except DrizzleflowError as exc:
+        return "error", f"sweep point #{p.index:03d} {p.name}: {exc}"
+
+
+def _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports):
+    """Run points in worker processes; keep every finished point, raise the first failure after."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from .errors import DrizzleflowError
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    errors = []
+    log.info("sweep: running %d points, %d at a time", len(pending), parallel)
+    with ProcessPoolExecutor(max_workers=min(parallel, len(pending)), mp_context=ctx) as pool:
+        futures = [pool.submit(_point_job, (p, list(done_dirs), opts)) for p in pending]
+        for fut in as_completed(futures):
+            status, payload = fut.result()
+            if status == "ok":
+                _finish_point(spec, payload, results, done_dirs, reports)
+            else:
+                log.error("%s", payload)
+                errors.append(payload)
+    if errors:
+        raise DrizzleflowError(errors[0] + (f" (and {len(errors) - 1} more failed points)" if len(errors) > 1
+                                            else ""))
 
 
 def _reports(spec, results, figures=True):

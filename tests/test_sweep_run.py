@@ -191,3 +191,26 @@ def test_provider_inputs_are_made_once_for_the_whole_sweep(toy, monkeypatch):
     assert len(results) == 7 and len(calls) == 1
     assert sum(line.startswith("upstream") for line in _witness(toy)) == 1
     assert all(r["steps"]["upstream"] == "reused" for r in results[1:])
+
+
+def test_points_in_parallel_processes(toy):
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    results = run_sweep(spec, parallel=2)
+    assert [r["index"] for r in results] == list(range(7))
+    assert sum(line.startswith("upstream") for line in _witness(toy)) == 1
+    drizzled = [line.split(" ", 1)[1] for line in _witness(toy) if line.startswith("drizzle")]
+    assert sorted(drizzled) == sorted(p.name for p in spec.points)
+    assert all(r["steps"]["upstream"] == "reused" for r in results[1:])
+    t = Table.read(toy / "sweep_out" / "sweep_results.ecsv")
+    assert len(t) == 21
+
+
+def test_failed_point_in_parallel_keeps_the_others(toy):
+    from drizzleflow.engine.errors import DrizzleflowError
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    run_sweep(spec, stop_after=1)                       # the baseline
+    (toy / "STOP").write_text("")                       # every other point now fails
+    with pytest.raises(DrizzleflowError, match="interrupted on purpose"):
+        run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), parallel=2)
+    (toy / "STOP").unlink()
+    assert len(run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), parallel=2)) == 7
