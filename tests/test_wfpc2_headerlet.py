@@ -148,3 +148,15 @@ def test_stwcs_reads_and_applies_our_headerlet(converted, tmp_path):
             assert a["SCI", i].header["HDRNAME"] == "test1"
             wa, wb = WCS(a["SCI", i].header, a), WCS(b["SCI", i].header, b)
             np.testing.assert_allclose(wa.all_pix2world(pix, 0), wb.all_pix2world(pix, 0), rtol=0, atol=1e-11)
+
+
+def test_stwcs_reader_accepts_ours_in_process(converted, tmp_path):
+    """stwcs (test extra) opens our headerlet file and the HDRLET extension we attach."""
+    stwcs_headerlet = pytest.importorskip("stwcs.wcsutil.headerlet")
+    img = converted[0]
+    path = write_headerlet(create_headerlet(img, "test1", wcsname="TWEAK"), tmp_path / "x_hlet.fits")
+    h = stwcs_headerlet.Headerlet.fromfile(str(path))
+    assert h[0].header["HDRNAME"] == "test1" and h[0].header["DESTIM"] == "UA060502M"
+    attach_headerlet(img, path)
+    assert stwcs_headerlet.get_headerlet_kw_names(str(img)) == ["test1"]
+    assert stwcs_headerlet.find_headerlet_HDUs(str(img), hdrname="test1") != []
