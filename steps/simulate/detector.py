@@ -88,11 +88,9 @@ def static_defects(seed, size, detector, params: DetectorParams):
     frac = (size / 800.0) ** 2
     cols = rng.choice(np.arange(spec.edge_x + 5, size - 5), size=max(1, int(round(params.n_badcols * size / 800))),
                       replace=False)
-    badcol_gain = np.ones(size)
     for c in cols:
         start = int(rng.integers(0, size // 2))
-        dq[start:, c] |= DQ_BADCOL
-        badcol_gain[c] = 0.0   # marker; the column is handled in render_chip
+        dq[start:, c] |= DQ_BADCOL          # dead from ``start`` up; render_chip dims it
     n_hot = max(1, int(round(params.n_hot * frac)))
     n_warm = max(1, int(round(params.n_warm * frac)))
     pix = rng.choice(size * size, size=n_hot + n_warm, replace=False)

@@ -6,8 +6,9 @@ Public API
 ``simulate_m2(dest, seed=1, size=800, nexp=6, nstars=None, waivered=False)``
     writes ``dest/<root>_c0m.fits`` + ``_c1m.fits`` (or ``c0f``/``c1f``),
     ``dest/uref/`` and ``dest/truth/`` and returns the science file paths.
-``render_exposure_chip(dest_or_setup, root, chip, crs=True)``
-    re-renders one chip in memory (e.g. without cosmic rays, for tests).
+``setup(dest, SimParams(...), write_refs=False)`` + ``render_exposure_chip(setup, index, chip, crs=True)``
+    re-render one chip of a written data set in memory (``crs=False``: the
+    same exposure without cosmic rays, identical elsewhere).
 ``provide(spec, dest)``
     the ``drizzleflow.inputs`` provider ``simulate`` (``input: {simulate: m2,
     seed: 1}``); reuses files whose ``truth/params.json`` matches.
