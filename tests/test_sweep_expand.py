@@ -253,3 +253,17 @@ def test_base_that_extends_defaults_and_sweep_file_settings(base):
     with pytest.raises(RecipeError) as e:
         load_sweep(p, cwd=base)
     assert str(e.value).startswith(f"{p}:5:")
+
+
+def test_the_shipped_m2_sweep_recipe_expands_to_the_tutorial_rows(tmp_path):
+    from pathlib import Path
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "m2_sweep.yaml"
+    spec = load_sweep(cfg, output=tmp_path / "o", cwd=tmp_path)
+    assert [p.name for p in spec.points] == [
+        "pixfrac=1.0,scale=0.046", "pixfrac=0.9,scale=0.046", "pixfrac=0.8,scale=0.046", "pixfrac=0.7,scale=0.046",
+        "pixfrac=1.0,scale=0.041", "pixfrac=1.0,scale=0.037", "pixfrac=1.0,scale=0.032"]
+    rec = spec.points[3].recipe
+    assert [s.name for s in rec.steps][-3:] == ["drizzle_final", "psf_fwhm", "weight_stats"]
+    assert rec.step("drizzle_final").params.pixfrac == 0.7
+    assert rec.step("cosmic_rays").params.snr == spec.points[0].recipe.step("cosmic_rays").params.snr
+    assert not (tmp_path / "o").exists()  # validation writes nothing
