@@ -126,7 +126,7 @@ class LazySteps(dict):
         self._names = step_names()
 
     def __contains__(self, name):
-        return name in self._names
+        return name in self._names or name in _cache.get(STEP_GROUP + ":checked", {})
 
     def __getitem__(self, name):
         return get_step(name)
@@ -147,7 +147,7 @@ class LazySteps(dict):
         return steps().values()
 
     def get(self, name, default=None):
-        return get_step(name) if name in self._names else default
+        return get_step(name) if name in self else default
 
 
 def suggest(word, choices):
