@@ -101,3 +101,23 @@ def test_uref_prefix(tmp_path, monkeypatch):
     monkeypatch.delenv("uref")
     with pytest.raises(ReferenceFileError):
         rf.resolve_uref("uref$b.fits")
+
+
+@pytest.mark.oracle
+def test_stwcs_reads_the_same_model(uref):
+    """stwcs's own readers (the DrizzlePac side) see the same numbers."""
+    mutil = pytest.importorskip("stwcs.distortion.mutil")
+    makewcs = pytest.importorskip("stwcs.updatewcs.makewcs")
+    for k in range(1, 5):
+        fx, fy, refpix, order = mutil.readIDCtab(str(uref / "sim_idc.fits"), chip=k, date="2007-08-01",
+                                                 filter1="F814W", filter2="", offtab=str(uref / "sim_off.fits"))
+        ours = rf.idc_model(uref / "sim_idc.fits", k, date="2007-08-01", offtab=uref / "sim_off.fits")
+        assert order == 3
+        np.testing.assert_allclose(fx, ours.cx, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(fy, ours.cy, rtol=1e-12, atol=0)
+        assert (refpix["XREF"], refpix["YREF"]) == (ours.xref, ours.yref)
+        assert refpix["V2REF"] == pytest.approx(ours.v2ref, abs=1e-9)
+        assert refpix["V3REF"] == pytest.approx(ours.v3ref, abs=1e-9)
+        assert refpix["THETA"] == pytest.approx(ours.theta, abs=1e-9)
+    for args in ((214.0357, -0.87, -51.08, -76.76), (10.0, 45.0, 30.0, -200.0), (300.0, -60.0, -5.0, 80.0)):
+        assert rf.troll(*args) == pytest.approx(makewcs.troll(*args), abs=1e-9)
