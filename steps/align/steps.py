@@ -29,6 +29,7 @@ from .reports import (plot_histogram, plot_residuals, write_catalog_ecsv, write_
                       write_fit_match, write_shiftfile)
 from .solve import AlignFailure, align_catalog, chips_to_plane, radec_to_plane
 from .sources import find_sources as _find
+from .sources import robust_sigma as _robust_sigma
 from .wcs_update import corrected_wcs, tangent_plane
 
 __all__ = ["FindSources", "Align", "open_exposure_for"]
@@ -138,6 +139,11 @@ class FindSourcesParams(Params):
     nbright: Optional[int] = Field(None, ge=1, description="keep only the N brightest sources per chip")
     use_crclean: bool = Field(True, description="detect on the CR-cleaned images of the cosmic_rays step when "
                                                 "available; otherwise on the working SCI with CR-flagged pixels masked")
+    protect_stars: bool = Field(True, description="ignore CR flags (keep the measured pixels) where the "
+                                "blotted median shows a star: flags made before alignment hit star cores "
+                                "and would pull centroids toward the header position")
+    protect_nsigma: float = Field(5.0, gt=0, description="a CR-flagged pixel is on a star when the blotted "
+                                  "median there is this many sigma above the background")
     dqbits: Optional[int] = Field(None, ge=0, description="mask pixels with any DQ bit outside these good bits "
                                                          "(None: 8+1024 on the working SCI, no DQ mask on "
                                                          "CR-cleaned images, whose flagged pixels are replaced)")
@@ -164,8 +170,9 @@ class FindSources(Step):
         recs = context.get("exposures")
         if not recs:
             raise StepError(self.name, "the 'exposures' product is empty: no input exposures")
-        crclean = _crclean_paths(context) if params.use_crclean else {}
-        if params.use_crclean and not crclean:
+        all_clean = _crclean_paths(context)
+        nprot = 0
+        if params.use_crclean and not all_clean:
             context.log.info("find_sources: no CR-cleaned images from cosmic_rays; detecting on the working "
                              "SCI with CR-flagged pixels masked")
         exclude_list = {}
@@ -192,10 +199,11 @@ class FindSources(Step):
         out = []
         for rec in context.progress(recs, desc="find_sources"):
             root = rec["root"]
-            src = crclean.get(root)
-            path = context.abs(src) if src else None
-            exp = open_exposure_for(context, rec, path)
-            image_path = Path(path) if path else context.abs(rec["sci"])
+            src = all_clean.get(root)
+            exp = open_exposure_for(context, rec)
+            exp_cl = open_exposure_for(context, rec, context.abs(src)) if src else None
+            use_clean = params.use_crclean and exp_cl is not None
+            image_path = context.abs(src) if use_clean else context.abs(rec["sci"])
             stem = image_path.name[:-5] if image_path.name.endswith(".fits") else image_path.stem
             listed = None
             for key, chips in exclude_list.items():
@@ -205,12 +213,26 @@ class FindSources(Step):
             chips_out = []
             for ci, chip in enumerate(exp.chips):
                 where = f"{root}[sci,{chip.extver}]"
-                bad = ~np.isfinite(chip.sci)
-                if path is None or params.dqbits is not None:
+                chip_cl = exp_cl.chips[ci] if exp_cl is not None else None
+                data = (chip_cl.sci if use_clean else chip.sci).copy()
+                cr = (chip.dq & np.uint16(CR_BIT)) != 0
+                protect = np.zeros(chip.shape, bool)
+                if params.protect_stars and chip_cl is not None and cr.any():
+                    # CR flags made before alignment fall on star cores where the
+                    # blotted median (the replacement value) still shows a star: keep
+                    # the measured pixels there, or every centroid is pulled toward
+                    # the header position
+                    other = (chip.dq & np.uint16(~CR_BIT & 0xFFFF)) != 0
+                    bk, sg = _robust_sigma(chip_cl.sci, cr | other)
+                    protect = cr & (chip_cl.sci - bk > params.protect_nsigma * sg)
+                    data[protect] = chip.sci[protect]
+                    nprot += int(protect.sum())
+                bad = ~np.isfinite(data)
+                if not use_clean or params.dqbits is not None:
                     # CR-cleaned images already carry blotted values in flagged pixels;
                     # on the working SCI, flagged pixels (hot, bad columns, CRs) are masked
                     good_bits = params.dqbits if params.dqbits is not None else 8 | 1024
-                    bad |= (chip.dq.astype(np.uint32) & (~good_bits & 0xFFFF)) != 0
+                    bad |= ((chip.dq.astype(np.uint32) & (~good_bits & 0xFFFF)) != 0) & ~protect
                 # edges
                 if params.edges == "wfpc2":
                     e = M.default_edges(chip.detector, chip.shape)
@@ -234,7 +256,7 @@ class FindSources(Step):
                     nexcl += int(rm.sum())
                     bad |= rm
                 try:
-                    cat = _find(chip.sci, bad, conv_width=params.conv_width, threshold=params.threshold,
+                    cat = _find(data, bad, conv_width=params.conv_width, threshold=params.threshold,
                                 peakmin=params.peakmin, peakmax=params.peakmax, fluxmin=params.fluxmin,
                                 fluxmax=params.fluxmax, roundhi=params.roundhi, sharplo=params.sharplo,
                                 sharphi=params.sharphi, nbright=params.nbright)
@@ -259,6 +281,9 @@ class FindSources(Step):
                              ", ".join(f"chip {c['extver']}: {c['n']}" for c in chips_out))
             out.append({"root": root, "image": context.rel(image_path), "stem": stem,
                         "sci": rec["sci"], "dq": rec["dq"], "chips": chips_out})
+        if nprot:
+            context.log.info("find_sources: %d CR-flagged pixels on stars of the blotted median kept as "
+                             "measured (flags made before alignment)", nprot)
         context.put("catalogs", out)
 
 
