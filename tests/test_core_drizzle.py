@@ -243,20 +243,23 @@ def test_input_subregion():
     assert np.array_equal(drz.out_wht > 0, np.pad(np.ones((6, 3), bool), ((1, 3), (2, 5))))
 
 
-def _threaded_inputs():
+def _threaded_inputs(pixfrac):
     rng = np.random.default_rng(11)
     items = []
     for k in range(5):
         data = rng.normal(size=(60, 70)).astype(np.float32)
+        data[rng.random(data.shape) < 0.01] = np.nan
         pm = _affine_map(60, 70, scale=0.6, theta=0.3 + 0.05 * k, shift=(60 + 1.7 * k, 5 + 0.9 * k), curve=0.002)
-        items.append(DrizzleInput(data, pm, weight=rng.random((60, 70)).astype(np.float32), scale=0.6,
-                                  pixfrac=0.8))
+        weight = rng.random((60, 70)).astype(np.float32)
+        weight[rng.random(data.shape) < 0.05] = 0.0
+        items.append(DrizzleInput(data, pm, weight=weight, scale=0.6, pixfrac=pixfrac))
     return items
 
 
-@pytest.mark.parametrize("kernel", ["square", "turbo", "gaussian", "lanczos3"])
-def test_threads_give_bit_identical_results_run_concurrently(kernel):
-    items = _threaded_inputs()
+@pytest.mark.parametrize("kernel, pixfrac", [("square", 1.0), ("square", 0.8), ("turbo", 0.8),
+                                             ("gaussian", 1.0), ("lanczos3", 1.0), ("point", 1.0)])
+def test_threads_give_bit_identical_results_run_concurrently(kernel, pixfrac):
+    items = _threaded_inputs(pixfrac)
     reference = drizzle_many(items, (180, 200), kernel=kernel, threads=1).finish()
     results = {}
 

@@ -38,12 +38,15 @@ DEF K_LANCZOS3 = 5
 DEF ST_OK = 0
 DEF ST_NOMEM = 1
 DEF ST_HUGE = 2
+DEF ST_FALLBACK = 3   # internal: tile footprint too large, go pixel by pixel
 
 # largest side (output pixels) of one drop; beyond that the pixel map is broken
 DEF MAX_DROP_SIDE = 4096
 
 # input rows per traversal tile (columns: the `chunk` argument)
 DEF TILE_ROWS = 16
+# largest coverage buffer (cells) for one tile before falling back to per-pixel work
+DEF MAX_TILE_CELLS = 1 << 20
 
 
 cdef struct Acc:
@@ -280,6 +283,318 @@ cdef inline void _edge_inside(double u0, double v0, double u1, double v1,
         t0 = t1
 
 
+cdef inline void _dep2(double* acc, Py_ssize_t stride, Py_ssize_t row, Py_ssize_t col,
+                       double d, double f, double cd, double cw,
+                       Py_ssize_t* rlo, Py_ssize_t* rhi) noexcept nogil:
+    """Two-channel deposit (data, weight) of a piece into cells col, col+1 of ``row``."""
+    cdef double* p = acc + 2 * (row * stride + col)
+    cdef double a0 = d * (1.0 - f), a1 = d * f
+    p[0] += a0 * cd
+    p[1] += a0 * cw
+    p[2] += a1 * cd
+    p[3] += a1 * cw
+    if col < rlo[row]:
+        rlo[row] = col
+    if col + 1 > rhi[row]:
+        rhi[row] = col + 1
+
+
+cdef inline void _edge2(double u0, double v0, double u1, double v1,
+                        double* acc, Py_ssize_t bw, Py_ssize_t bh,
+                        double cd, double cw, Py_ssize_t* rlo, Py_ssize_t* rhi) noexcept nogil:
+    """Deposit one directed edge into the coverage buffer.
+
+    Local frame: cell (c, r) is [c, c+1) x [r, r+1); ``acc`` has ``bw + 1``
+    columns per row and receives differences, so that the running sum along
+    a row is the signed area of the polygon inside each cell.  For a piece
+    of the edge inside cell (c, r) with vertical extent ``d`` and mean
+    abscissa ``um``, cell c gets ``d * (c + 1 - um)`` and every cell to its
+    right gets ``d``.  Pieces left of the buffer count as full ``d`` in
+    column 0, pieces right of it are dropped, rows outside are ignored.
+    """
+    cdef double du = u1 - u0, dv = v1 - v0
+    cdef double ta, tb, t0, t1, tr, tc, tm, um, vm, d, f, invdv, invdu
+    cdef double kr, kc, sr, sc, vend, uend
+    cdef Py_ssize_t row, col, stride = bw + 1
+    if dv == 0.0:
+        return
+    invdv = 1.0 / dv
+    # parameter range with 0 <= v <= bh
+    if dv > 0.0:
+        ta = (0.0 - v0) * invdv
+        tb = (<double>bh - v0) * invdv
+    else:
+        ta = (<double>bh - v0) * invdv
+        tb = (0.0 - v0) * invdv
+    if ta < 0.0:
+        ta = 0.0
+    if tb > 1.0:
+        tb = 1.0
+    if ta >= tb:
+        return
+    # next row crossing after ta
+    vm = v0 + ta * dv
+    vend = v0 + tb * dv
+    if dv > 0.0:
+        sr = 1.0
+        kr = _dfloor(vm) + 1.0
+        tr = (kr - v0) * invdv if kr < vend else 2.0
+    else:
+        sr = -1.0
+        kr = _dfloor(vm)
+        if kr >= vm:
+            kr -= 1.0
+        tr = (kr - v0) * invdv if kr > vend else 2.0
+    # next column crossing after ta, only at columns 0..bw
+    um = u0 + ta * du
+    uend = u0 + tb * du
+    tc = 2.0
+    invdu = 0.0
+    sc = 0.0
+    kc = 0.0
+    if du != 0.0:
+        invdu = 1.0 / du
+        if du > 0.0:
+            sc = 1.0
+            kc = _dfloor(um) + 1.0
+            if kc < 0.0:
+                kc = 0.0
+            if kc < uend and kc <= <double>bw:
+                tc = (kc - u0) * invdu
+        else:
+            sc = -1.0
+            kc = _dfloor(um)
+            if kc >= um:
+                kc -= 1.0
+            if kc > <double>bw:
+                kc = <double>bw
+            if kc > uend and kc >= 0.0:
+                tc = (kc - u0) * invdu
+    t0 = ta
+    while True:
+        t1 = tb
+        if tr < t1:
+            t1 = tr
+        if tc < t1:
+            t1 = tc
+        if t1 > t0:
+            tm = 0.5 * (t0 + t1)
+            um = u0 + tm * du
+            vm = v0 + tm * dv
+            row = _ifloor(vm)
+            if 0 <= row < bh:
+                d = (t1 - t0) * dv
+                if um < 0.0:
+                    _dep2(acc, stride, row, 0, d, 0.0, cd, cw, rlo, rhi)
+                elif um < <double>bw:
+                    col = _ifloor(um)
+                    _dep2(acc, stride, row, col, d, um - <double>col, cd, cw, rlo, rhi)
+        if t1 >= tb:
+            break
+        if t1 == tr:
+            kr += sr
+            if (sr > 0.0 and kr < vend) or (sr < 0.0 and kr > vend):
+                tr = (kr - v0) * invdv
+            else:
+                tr = 2.0
+        if t1 == tc:
+            kc += sc
+            if (sc > 0.0 and kc < uend and kc <= <double>bw) or \
+               (sc < 0.0 and kc > uend and kc >= 0.0):
+                tc = (kc - u0) * invdu
+            else:
+                tc = 2.0
+        t0 = t1
+
+
+cdef inline void _edge2_inside(double u0, double v0, double u1, double v1,
+                               double* acc, Py_ssize_t bw, Py_ssize_t bh,
+                               double cd, double cw, Py_ssize_t* rlo, Py_ssize_t* rhi) noexcept nogil:
+    """``_edge`` for an edge known to lie inside the buffer [0, bw] x [0, bh].
+
+    Walks the cells the edge crosses with incremental row/column indices (no
+    floor per piece); indices are clamped so that rounding at the very ends
+    of the edge cannot leave the buffer.
+    """
+    cdef double du = u1 - u0, dv = v1 - v0
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, f
+    cdef Py_ssize_t row, col, sr, sc, stride = bw + 1, rr, cc
+    cdef double* p
+    if dv == 0.0:
+        return
+    if dv > 0.0:
+        row = _ifloor(v0)
+        sr = 1
+        dtr = 1.0 / dv
+        tr = (<double>(row + 1) - v0) * dtr
+    else:
+        row = -_ifloor(-v0) - 1
+        sr = -1
+        dtr = -1.0 / dv
+        tr = (v0 - <double>row) * dtr
+    if du > 0.0:
+        col = _ifloor(u0)
+        sc = 1
+        dtc = 1.0 / du
+        tc = (<double>(col + 1) - u0) * dtc
+    elif du < 0.0:
+        col = -_ifloor(-u0) - 1
+        sc = -1
+        dtc = -1.0 / du
+        tc = (u0 - <double>col) * dtc
+    else:
+        col = _ifloor(u0)
+        sc = 0
+        dtc = 0.0
+        tc = 2.0
+    t0 = 0.0
+    while True:
+        t1 = tr if tr < tc else tc
+        if t1 > 1.0:
+            t1 = 1.0
+        um = u0 + 0.5 * (t0 + t1) * du
+        d = (t1 - t0) * dv
+        rr = row
+        if rr < 0: rr = 0
+        if rr > bh - 1: rr = bh - 1
+        cc = col
+        if cc < 0: cc = 0
+        if cc > bw - 1: cc = bw - 1
+        _dep2(acc, stride, rr, cc, d, um - <double>cc, cd, cw, rlo, rhi)
+        if t1 >= 1.0:
+            break
+        if tr <= tc:
+            row += sr
+            tr += dtr
+            if t1 == tc:
+                col += sc
+                tc += dtc
+        else:
+            col += sc
+            tc += dtc
+        t0 = t1
+
+
+cdef struct IScratch:
+    Py_ssize_t* buf
+    Py_ssize_t cap
+
+
+cdef inline int _ireserve(IScratch* sc, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t* p
+    if n <= sc.cap:
+        return ST_OK
+    if n < 64:
+        n = 64
+    p = <Py_ssize_t*>realloc(sc.buf, n * sizeof(Py_ssize_t))
+    if p == NULL:
+        return ST_NOMEM
+    sc.buf = p
+    sc.cap = n
+    return ST_OK
+
+
+cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const double* qy,
+                      const double* qd, const double* qw, Py_ssize_t n,
+                      double xmin, double xmax, double ymin, double ymax) noexcept nogil:
+    """Exact square-kernel overlap of a whole tile of drops at once.
+
+    Every drop deposits its four edges into one coverage buffer spanning the
+    tile's footprint, weighted by ``w / J`` (weight channel) and ``w d / J``
+    (data channel); a single running sum along each buffer row then yields,
+    for every output pixel, the sums over the tile of ``w a_pq d`` and
+    ``w a_pq`` (a_pq = overlap area / J).  The cost grows with the drops'
+    perimeters plus the footprint area, not with a polygon clip per drop and
+    output pixel.  Returns ST_FALLBACK when the footprint is too large.
+    """
+    cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, stride, r, c, k, p, q, lo, hi, onx
+    cdef int clipped = 0, bit
+    cdef double jac, cd, cw, cwmax = 0.0, thr, sd, sw
+    cdef double u[4]
+    cdef double v[4]
+    cdef double* buf
+    cdef double* cell
+    cdef double* out
+    cdef int* ctx
+    cdef Py_ssize_t* rlo
+    cdef Py_ssize_t* rhi
+    ii0 = _iround(xmin)
+    ii1 = _iround(xmax)
+    jj0 = _iround(ymin)
+    jj1 = _iround(ymax)
+    if ii0 < 0:
+        ii0 = 0
+        clipped = 1
+    if ii1 > a.onx - 1:
+        ii1 = a.onx - 1
+        clipped = 1
+    if jj0 < 0:
+        jj0 = 0
+        clipped = 1
+    if jj1 > a.ony - 1:
+        jj1 = a.ony - 1
+        clipped = 1
+    if ii0 > ii1 or jj0 > jj1:
+        return ST_OK
+    bw = ii1 - ii0 + 1
+    bh = jj1 - jj0 + 1
+    stride = bw + 1
+    if bh * stride > MAX_TILE_CELLS:
+        return ST_FALLBACK
+    if _reserve(sc, 2 * bh * stride) != ST_OK or _ireserve(ir, 2 * bh) != ST_OK:
+        return ST_NOMEM
+    buf = sc.buf                    # all zero between calls
+    rlo = ir.buf
+    rhi = ir.buf + bh
+    for r in range(bh):
+        rlo[r] = stride
+        rhi[r] = -1
+    for p in range(n):
+        jac = 0.5 * ((qx[4 * p + 1] - qx[4 * p + 3]) * (qy[4 * p] - qy[4 * p + 2])
+                     - (qx[4 * p] - qx[4 * p + 2]) * (qy[4 * p + 1] - qy[4 * p + 3]))
+        cw = qw[p] / jac
+        cd = cw * qd[p]
+        if fabs(cw) > cwmax:
+            cwmax = fabs(cw)
+        for k in range(4):
+            u[k] = qx[4 * p + k] + 0.5 - <double>ii0
+            v[k] = qy[4 * p + k] + 0.5 - <double>jj0
+        if clipped:
+            for k in range(4):
+                _edge2(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, bw, bh, cd, cw, rlo, rhi)
+        else:
+            for k in range(4):
+                _edge2_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, bw, bh, cd, cw, rlo, rhi)
+    thr = 1e-11 * cwmax
+    out = a.acc
+    ctx = a.ctx
+    bit = <int>a.bit
+    onx = a.onx
+    for r in range(bh):
+        lo = rlo[r]
+        hi = rhi[r]
+        if hi < lo:
+            continue
+        cell = buf + 2 * r * stride
+        if jj0 + r < a.band0 or jj0 + r >= a.band1:
+            memset(cell + 2 * lo, 0, 2 * (hi - lo + 1) * sizeof(double))
+            continue
+        sd = 0.0
+        sw = 0.0
+        q = (jj0 + r) * onx + ii0
+        for c in range(lo, hi + 1):
+            sd += cell[2 * c]
+            sw += cell[2 * c + 1]
+            cell[2 * c] = 0.0
+            cell[2 * c + 1] = 0.0
+            if c < bw and fabs(sw) > thr:
+                out[2 * (q + c)] += sd
+                out[2 * (q + c) + 1] += sw
+                if ctx != NULL and sw > 0.0:
+                    ctx[q + c] |= bit
+    return ST_OK
+
+
 cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
                        double d, double w) noexcept nogil:
     """Spread one shrunken input pixel (quadrilateral xs, ys) over the output."""
@@ -410,6 +725,223 @@ cdef inline double _lerp_at(const double* row, Py_ssize_t nx, double x) noexcept
 # separable helpers for turbo / gaussian / lanczos
 # ---------------------------------------------------------------------------
 
+cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const float* wmap,
+                   const unsigned char* mask, const double* pm, Py_ssize_t nx, Py_ssize_t ny,
+                   double dscale, double wscale, Py_ssize_t tj0, Py_ssize_t tj1,
+                   Py_ssize_t cs, Py_ssize_t ce, double* rows, double* g,
+                   long long* nskipped) noexcept nogil:
+    """Square kernel, pixfrac 1, one tile: each shared edge is walked once.
+
+    With pixfrac 1 neighbouring drops share their edges, so every interior
+    edge is deposited once with the difference of the two pixels'
+    coefficients (w/J and w d/J), halving the edge work of ``_square_tile``.
+    ``g`` is scratch for the corner grid and per-pixel values.
+    """
+    cdef Py_ssize_t R = tj1 - tj0 + 1, C = ce - cs + 1, r, c, k, m, j, i
+    cdef Py_ssize_t li0, li1, ii0, ii1, jj0, jj1, bw, bh, stride, lo, hi, q, onx
+    cdef double* CX = g
+    cdef double* CY = g + (R + 1) * (C + 1)
+    cdef double* PW = CY + (R + 1) * (C + 1)       # w / J (0: no drop)
+    cdef double* PD = PW + R * C                    # w d / J
+    cdef double* PDD = PD + R * C                   # d (for the fallback)
+    cdef double* PWW = PDD + R * C                  # w
+    cdef double xs[4]
+    cdef double ys[4]
+    cdef double d, w, jac, xmin, xmax, ymin, ymax, txmin = 1e300, txmax = -1e300
+    cdef double tymin = 1e300, tymax = -1e300, cd, cw, cwmax = 0.0, thr, sd, sw
+    cdef double u0, v0, u1, v1
+    cdef int clipped = 0, bit, st, any_ = 0
+    cdef double* buf
+    cdef double* cell
+    cdef double* out
+    cdef int* ctx
+    cdef Py_ssize_t* rlo
+    cdef Py_ssize_t* rhi
+    li0 = cs - 1 if cs > 0 else 0
+    li1 = ce + 2 if ce + 2 <= nx else nx
+    for r in range(R + 1):
+        _lerp_row(pm, nx, ny, <double>(tj0 + r) - 0.5, rows, rows + nx, li0, li1)
+        for c in range(C + 1):
+            CX[r * (C + 1) + c] = _lerp_at(rows, nx, <double>(cs + c) - 0.5)
+            CY[r * (C + 1) + c] = _lerp_at(rows + nx, nx, <double>(cs + c) - 0.5)
+    for r in range(R):
+        j = tj0 + r
+        for c in range(C):
+            i = cs + c
+            m = r * C + c
+            PW[m] = 0.0
+            PD[m] = 0.0
+            k = j * nx + i
+            if mask != NULL and mask[k] == 0:
+                continue
+            w = wscale
+            if wmap != NULL:
+                w = w * wmap[k]
+            if w == 0.0:
+                continue
+            d = <double>data[k]
+            if isnan(d):
+                nskipped[0] += 1
+                continue
+            d = d * dscale
+            xs[0] = CX[r * (C + 1) + c]
+            ys[0] = CY[r * (C + 1) + c]
+            xs[1] = CX[r * (C + 1) + c + 1]
+            ys[1] = CY[r * (C + 1) + c + 1]
+            xs[2] = CX[(r + 1) * (C + 1) + c + 1]
+            ys[2] = CY[(r + 1) * (C + 1) + c + 1]
+            xs[3] = CX[(r + 1) * (C + 1) + c]
+            ys[3] = CY[(r + 1) * (C + 1) + c]
+            if not (isfinite(xs[0]) and isfinite(xs[1]) and isfinite(xs[2]) and isfinite(xs[3])
+                    and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
+                nskipped[0] += 1
+                continue
+            jac = 0.5 * ((xs[1] - xs[3]) * (ys[0] - ys[2]) - (xs[0] - xs[2]) * (ys[1] - ys[3]))
+            if jac == 0.0:
+                continue
+            xmin = xmax = xs[0]
+            ymin = ymax = ys[0]
+            for k in range(1, 4):
+                if xs[k] < xmin: xmin = xs[k]
+                if xs[k] > xmax: xmax = xs[k]
+                if ys[k] < ymin: ymin = ys[k]
+                if ys[k] > ymax: ymax = ys[k]
+            if xmax - xmin > MAX_DROP_SIDE or ymax - ymin > MAX_DROP_SIDE:
+                return ST_HUGE
+            if xmax < -0.5 or xmin >= <double>a.onx - 0.5 or ymax < -0.5 or ymin >= <double>a.ony - 0.5:
+                continue
+            PW[m] = w / jac
+            PD[m] = PW[m] * d
+            PDD[m] = d
+            PWW[m] = w
+            any_ = 1
+            if fabs(PW[m]) > cwmax: cwmax = fabs(PW[m])
+            if xmin < txmin: txmin = xmin
+            if xmax > txmax: txmax = xmax
+            if ymin < tymin: tymin = ymin
+            if ymax > tymax: tymax = ymax
+    if not any_:
+        return ST_OK
+    ii0 = _iround(txmin)
+    ii1 = _iround(txmax)
+    jj0 = _iround(tymin)
+    jj1 = _iround(tymax)
+    if ii0 < 0:
+        ii0 = 0
+        clipped = 1
+    if ii1 > a.onx - 1:
+        ii1 = a.onx - 1
+        clipped = 1
+    if jj0 < 0:
+        jj0 = 0
+        clipped = 1
+    if jj1 > a.ony - 1:
+        jj1 = a.ony - 1
+        clipped = 1
+    if ii0 > ii1 or jj0 > jj1:
+        return ST_OK
+    bw = ii1 - ii0 + 1
+    bh = jj1 - jj0 + 1
+    stride = bw + 1
+    if bh * stride > MAX_TILE_CELLS:
+        # scattered drops: fall back to one drop at a time
+        for r in range(R):
+            for c in range(C):
+                m = r * C + c
+                if PW[m] == 0.0:
+                    continue
+                xs[0] = CX[r * (C + 1) + c]
+                ys[0] = CY[r * (C + 1) + c]
+                xs[1] = CX[r * (C + 1) + c + 1]
+                ys[1] = CY[r * (C + 1) + c + 1]
+                xs[2] = CX[(r + 1) * (C + 1) + c + 1]
+                ys[2] = CY[(r + 1) * (C + 1) + c + 1]
+                xs[3] = CX[(r + 1) * (C + 1) + c]
+                ys[3] = CY[(r + 1) * (C + 1) + c]
+                st = _square_pixel(a, sc, xs, ys, PDD[m], PWW[m])
+                if st != ST_OK:
+                    return st
+        return ST_OK
+    if _reserve(sc, 2 * bh * stride) != ST_OK or _ireserve(ir, 2 * bh) != ST_OK:
+        return ST_NOMEM
+    buf = sc.buf
+    rlo = ir.buf
+    rhi = ir.buf + bh
+    for r in range(bh):
+        rlo[r] = stride
+        rhi[r] = -1
+    # vertical edges: corner (r+1, c) -> (r, c), coefficient P(r, c) - P(r, c-1)
+    for r in range(R):
+        for c in range(C + 1):
+            cw = 0.0
+            cd = 0.0
+            if c < C:
+                cw = PW[r * C + c]
+                cd = PD[r * C + c]
+            if c > 0:
+                cw = cw - PW[r * C + c - 1]
+                cd = cd - PD[r * C + c - 1]
+            if cw == 0.0 and cd == 0.0:
+                continue
+            u0 = CX[(r + 1) * (C + 1) + c] + 0.5 - <double>ii0
+            v0 = CY[(r + 1) * (C + 1) + c] + 0.5 - <double>jj0
+            u1 = CX[r * (C + 1) + c] + 0.5 - <double>ii0
+            v1 = CY[r * (C + 1) + c] + 0.5 - <double>jj0
+            if clipped:
+                _edge2(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+            else:
+                _edge2_inside(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+    # horizontal edges: corner (r, c) -> (r, c+1), coefficient P(r, c) - P(r-1, c)
+    for r in range(R + 1):
+        for c in range(C):
+            cw = 0.0
+            cd = 0.0
+            if r < R:
+                cw = PW[r * C + c]
+                cd = PD[r * C + c]
+            if r > 0:
+                cw = cw - PW[(r - 1) * C + c]
+                cd = cd - PD[(r - 1) * C + c]
+            if cw == 0.0 and cd == 0.0:
+                continue
+            u0 = CX[r * (C + 1) + c] + 0.5 - <double>ii0
+            v0 = CY[r * (C + 1) + c] + 0.5 - <double>jj0
+            u1 = CX[r * (C + 1) + c + 1] + 0.5 - <double>ii0
+            v1 = CY[r * (C + 1) + c + 1] + 0.5 - <double>jj0
+            if clipped:
+                _edge2(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+            else:
+                _edge2_inside(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+    thr = 1e-11 * cwmax
+    out = a.acc
+    ctx = a.ctx
+    bit = <int>a.bit
+    onx = a.onx
+    for r in range(bh):
+        lo = rlo[r]
+        hi = rhi[r]
+        if hi < lo:
+            continue
+        cell = buf + 2 * r * stride
+        if jj0 + r < a.band0 or jj0 + r >= a.band1:
+            memset(cell + 2 * lo, 0, 2 * (hi - lo + 1) * sizeof(double))
+            continue
+        sd = 0.0
+        sw = 0.0
+        q = (jj0 + r) * onx + ii0
+        for c in range(lo, hi + 1):
+            sd += cell[2 * c]
+            sw += cell[2 * c + 1]
+            cell[2 * c] = 0.0
+            cell[2 * c + 1] = 0.0
+            if c < bw and fabs(sw) > thr:
+                out[2 * (q + c)] += sd
+                out[2 * (q + c) + 1] += sw
+                if ctx != NULL and sw > 0.0:
+                    ctx[q + c] |= bit
+    return ST_OK
+
+
 cdef inline double _lanczos(double u, double n) noexcept nogil:
     cdef double pu
     u = fabs(u)
@@ -437,11 +969,21 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     cdef double* fx = NULL
     cdef double* fy = NULL
     cdef Scratch sc
+    cdef IScratch ir
+    cdef double* qx = NULL
+    cdef double* qy = NULL
+    cdef double* qd = NULL
+    cdef double* qw = NULL
+    cdef double* grid = NULL
+    cdef Py_ssize_t nq = 0, m
+    cdef double jac, qxmin, qxmax, qymin, qymax, txmin, txmax, tymin, tymax
     cdef int st = ST_OK
     cdef double band_lo = <double>a.band0 - 0.5
     cdef double band_hi = <double>a.band1 - 0.5
     sc.buf = NULL
     sc.cap = 0
+    ir.buf = NULL
+    ir.cap = 0
     dh = 0.5 * pixfrac
     order = 3.0 if kernel == K_LANCZOS3 else 2.0
     pfo = 0.0
@@ -463,6 +1005,18 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
         rows = <double*>malloc(4 * nx * sizeof(double))
         if rows == NULL:
             return ST_NOMEM
+        qx = <double*>malloc(10 * TILE_ROWS * chunk * sizeof(double))
+        if qx == NULL:
+            free(rows)
+            return ST_NOMEM
+        qy = qx + 4 * TILE_ROWS * chunk
+        qd = qy + 4 * TILE_ROWS * chunk
+        qw = qd + TILE_ROWS * chunk
+        grid = <double*>malloc((2 * (TILE_ROWS + 1) * (chunk + 1) + 4 * TILE_ROWS * chunk) * sizeof(double))
+        if grid == NULL:
+            free(rows)
+            free(qx)
+            return ST_NOMEM
     else:
         nb = <Py_ssize_t>(2.0 * pfo) + 3
         if nb > MAX_DROP_SIDE:
@@ -483,9 +1037,29 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
         ce = cs + chunk - 1
         if cs < x0: cs = x0
         if ce > x1: ce = x1
+        nq = 0
+        txmin = tymin = 1e300
+        txmax = tymax = -1e300
+        if kernel == K_SQUARE and chunks != NULL:
+            # the square kernel works on whole tiles: a tile is skipped only if
+            # none of its rows reaches the band, so its content (and arithmetic)
+            # does not depend on the band
+            m = 0
+            for j in range(tj0, tj1 + 1):
+                if chunks[(j * nchunk + c) * 2] <= band_hi and chunks[(j * nchunk + c) * 2 + 1] >= band_lo:
+                    m = 1
+                    break
+            if m == 0:
+                continue
+        if kernel == K_SQUARE and share:
+            st = _tile_pf1(a, &sc, &ir, data, wmap, mask, pm, nx, ny, dscale, wscale,
+                           tj0, tj1, cs, ce, rows, grid, nskipped)
+            if st != ST_OK:
+                break
+            continue
         for j in range(tj0, tj1 + 1):
-          if chunks != NULL and (chunks[(j * nchunk + c) * 2] > band_hi or
-                                 chunks[(j * nchunk + c) * 2 + 1] < band_lo):
+          if chunks != NULL and kernel != K_SQUARE and (chunks[(j * nchunk + c) * 2] > band_hi or
+                                                        chunks[(j * nchunk + c) * 2 + 1] < band_lo):
               continue
           if kernel == K_SQUARE:
               li0 = cs - 1 if cs > 0 else 0
@@ -532,9 +1106,31 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                           and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
                       nskipped[0] += 1
                       continue
-                  st = _square_pixel(a, &sc, xs, ys, d, w)
-                  if st != ST_OK:
+                  jac = 0.5 * ((xs[1] - xs[3]) * (ys[0] - ys[2]) - (xs[0] - xs[2]) * (ys[1] - ys[3]))
+                  if jac == 0.0:
+                      continue
+                  qxmin = qxmax = xs[0]
+                  qymin = qymax = ys[0]
+                  for m in range(1, 4):
+                      if xs[m] < qxmin: qxmin = xs[m]
+                      if xs[m] > qxmax: qxmax = xs[m]
+                      if ys[m] < qymin: qymin = ys[m]
+                      if ys[m] > qymax: qymax = ys[m]
+                  if qxmax - qxmin > MAX_DROP_SIDE or qymax - qymin > MAX_DROP_SIDE:
+                      st = ST_HUGE
                       break
+                  if qxmax < -0.5 or qxmin >= <double>a.onx - 0.5 or qymax < -0.5 or qymin >= <double>a.ony - 0.5:
+                      continue
+                  for m in range(4):
+                      qx[4 * nq + m] = xs[m]
+                      qy[4 * nq + m] = ys[m]
+                  qd[nq] = d
+                  qw[nq] = w
+                  nq += 1
+                  if qxmin < txmin: txmin = qxmin
+                  if qxmax > txmax: txmax = qxmax
+                  if qymin < tymin: tymin = qymin
+                  if qymax > tymax: tymax = qymax
                   continue
               if not (isfinite(X) and isfinite(Y)):
                   nskipped[0] += 1
@@ -592,11 +1188,22 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                           _add(a, ii, jj, ox * w, d)
           if st != ST_OK:
               break
+        if st == ST_OK and nq > 0:
+            st = _square_tile(a, &sc, &ir, qx, qy, qd, qw, nq, txmin, txmax, tymin, tymax)
+            if st == ST_FALLBACK:
+                st = ST_OK
+                for m in range(nq):
+                    st = _square_pixel(a, &sc, qx + 4 * m, qy + 4 * m, qd[m], qw[m])
+                    if st != ST_OK:
+                        break
         if st != ST_OK:
             break
       if st != ST_OK:
           break
     free(rows)
+    free(qx)
+    free(grid)
+    free(ir.buf)
     free(fx)
     free(sc.buf)
     return st
@@ -653,8 +1260,8 @@ def drizzle_band(const float[:, ::1] data,
         nchunk = chunks.shape[1]
     if band0 >= band1 or xmin > xmax or ymin > ymax:
         return 0, 0
-    if chunk <= 0 or cp == NULL:
-        chunk = nx
+    if chunk <= 0:
+        chunk = 32
     with nogil:
         st = _kernel_rows(kernel, &data[0, 0], nx, ny, wp, mp, &pixmap[0, 0, 0], &a,
                           pixfrac, pscale, dscale, wscale, xmin, xmax, ymin, ymax,
