@@ -41,8 +41,9 @@ def catfits_lines(path) -> list[str]:
                              f"{h.get('OBJECT', h.get('TARGNAME', ''))}")
                 continue
             xt = str(h.get("XTENSION", "")).strip()
+            obj = h.get("HDRNAME", "") if xt == "HDRLET" else h.get("OBJECT", "")
             lines.append(f"{i:<5} {xt:<17} {str(h.get('EXTNAME', '')):<22} {str(h.get('EXTVER', '')):<6} "
-                         f"{_dims(hdu):<11} {h.get('BITPIX', ''):<6} {h.get('OBJECT', '')}")
+                         f"{_dims(hdu):<11} {h.get('BITPIX', ''):<6} {obj}")
     return lines
 
 

@@ -151,3 +151,12 @@ def test_duplicate_rootnames(tmp_path):
     with pytest.raises(InputFileError, match="same rootname"):
         ingest_pairs([a, b], tmp_path / "out")
     shutil.rmtree(tmp_path / "a")
+
+
+def test_truncated_inside_header(tmp_path):
+    sci, dq = S.make_exposure(tmp_path / "arch")
+    sci.write_bytes(sci.read_bytes()[:1000])
+    with pytest.raises(InputFileError) as exc:
+        ingest_pairs([sci], tmp_path / "out")
+    text = _one_line(exc)
+    assert sci.name in text and "truncated" in text

@@ -80,14 +80,16 @@ def read_fits(path, *, load_data=True) -> fits.HDUList:
         text = str(exc)
         if "truncated" in text.lower():
             raise InputFileError(path, "truncated FITS file (shorter than its headers say)") from None
-        raise InputFileError(path, f"invalid FITS: {text.splitlines()[0]}") from None
+        raise InputFileError(path, _hint(path, f"invalid FITS: {text.splitlines()[0]}")) from None
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in text.lower() or "buffer is too small" in text.lower():
             text = "truncated FITS file (shorter than its headers say)"
+        elif "END card" in text or "header missing" in text.lower():
+            text = f"truncated or corrupt FITS header ({text})"
         elif "empty or corrupt" in text.lower() or "no SIMPLE card" in text:
             text = f"not a valid FITS file ({text})"
-        raise InputFileError(path, text) from None
+        raise InputFileError(path, _hint(path, text)) from None
     if load_data:
         # a file cut inside the data of its last HDU is read with zero padding by
         # astropy; compare the physical size with what the headers promise
@@ -102,6 +104,14 @@ def read_fits(path, *, load_data=True) -> fits.HDUList:
             hdul.close()
             raise InputFileError(path, f"truncated FITS file ({size} bytes, headers promise {need})")
     return hdul
+
+
+def _hint(path, text):
+    """Say "truncated" when the size is not whole 2880-byte FITS blocks."""
+    size = path.stat().st_size
+    if size % 2880 and "truncated" not in text:
+        return f"truncated FITS file? ({size} bytes is not a whole number of 2880-byte blocks; {text})"
+    return text
 
 
 def file_kind(hdul, path) -> str:
