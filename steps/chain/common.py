@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from astropy.io import fits
 from drizzleflow.engine.atomic import atomic_path
 from drizzleflow.engine.errors import StepError
 
-__all__ = ["load_exposure", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["load_exposure", "clear_cache", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
            "pixmap_for", "new_drizzle", "add_chip", "blot_chip", "THREADS"]
 
@@ -30,16 +32,58 @@ def exposure_records(context, step: str) -> list[dict]:
     return list(recs)
 
 
-def load_exposure(context, rec):
+#: Exposures read by earlier steps of this process, keyed by file identity
+#: (path, size, mtime of both files); a step that rewrites a working copy
+#: changes its identity, so stale entries are never returned.
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+#: how many exposures to keep (each WFPC2 exposure is ~15 MB in memory)
+CACHE_SIZE = 8
+
+
+def _identity(*paths):
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def clear_cache():
+    """Forget cached exposures (memory-heavy steps call this first)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def load_exposure(context, rec, cache=True):
     """Open one exposure (working copies) as an :class:`Exposure` in electrons.
 
     The CR bit is cleared on reading (AstroDrizzle's ``resetbits=4096``): flags
     from an earlier run must not change what this run computes; the cosmic-ray
-    mask travels as the ``crmasks`` product instead.
+    mask travels as the ``crmasks`` product instead.  Exposures are shared
+    between the steps of one process until their files change; treat them as
+    read-only.
     """
     from drizzleflow.steps.instruments.model import CR_BIT
     from drizzleflow.steps.instruments.wfpc2 import open_exposure
-    return open_exposure(context.abs(rec["sci"]), context.abs(rec["dq"]), ignore_bits=CR_BIT)
+    sci, dq = context.abs(rec["sci"]), context.abs(rec["dq"])
+    key = _identity(sci, dq)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    exp = open_exposure(sci, dq, ignore_bits=CR_BIT)
+    for c in exp.chips:
+        c.sci.flags.writeable = False
+        c.dq.flags.writeable = False
+    if cache:
+        with _CACHE_LOCK:
+            for k in [k for k in _CACHE if k[0][0] == key[0][0]]:
+                del _CACHE[k]  # older versions of the same file
+            _CACHE[key] = exp
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return exp
 
 
 def iter_exposures(context, step: str):
@@ -120,10 +164,10 @@ def pixmap_for(chip, grid, stepsize: int = 10) -> np.ndarray:
     return pixmap(chip.wcs, grid.wcs, chip.shape, stepsize)
 
 
-def new_drizzle(shape, kernel, fillval):
+def new_drizzle(shape, kernel, fillval, context=True):
     """A running drizzle output from the core (sci, wht, ctx accumulators)."""
     from drizzleflow.steps.drizzle.core import Drizzle
-    return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval)
+    return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval, disable_ctx=not context)
 
 
 def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):

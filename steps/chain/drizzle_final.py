@@ -26,7 +26,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import (add_chip, exposure_records, good_from_bits, load_exposure, new_drizzle,
+from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
                      pixmap_for, sky_for, static_mask_for)
 from .geometry import check_overlap, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
@@ -111,6 +111,7 @@ class DrizzleFinalStep(Step):
             context.put("final", {})
             return
         t0 = time.monotonic()
+        clear_cache()  # the largest step: keep only what it needs in memory
         force = bool(context.options.get("force", False))
         geoms = gather_geometry(context, self.name)
         grid = resolve_grid(params, geoms, self.name, force)
@@ -138,7 +139,7 @@ class DrizzleFinalStep(Step):
         uid = 0
         sci_name = f"{params.root}_drz_sci.fits"
         for rec in context.progress(recs, desc="drizzle_final"):
-            exp = load_exposure(context, rec)
+            exp = load_exposure(context, rec, cache=False)
             texp += exp.exptime
             nexp += 1
             masks = crmasks.get(exp.root)
@@ -193,6 +194,7 @@ class DrizzleFinalStep(Step):
         common = dict(units=params.units, exptime_total=texp, recipe_hash=str(context.options.get(
             "recipe_hash", "")), ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
         sci, wht, ctx = _finish(driz, params, fill, texp)
+        del driz
         hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
                              root=params.root, **common)
         paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
@@ -220,11 +222,10 @@ class DrizzleFinalStep(Step):
 
 
 def _finish(driz, params, fill, texp):
-    if hasattr(driz, "finish"):
-        driz.finish()
-    sci = np.array(driz.out_img, dtype=np.float32)
-    wht = np.array(driz.out_wht, dtype=np.float32)
-    ctx = np.asarray(driz.out_ctx)
+    sci, wht, ctx = driz.finish()   # fresh float32 arrays owned by us
+    sci = np.asarray(sci, dtype=np.float32)
+    wht = np.asarray(wht, dtype=np.float32)
+    ctx = np.asarray(ctx)
     if ctx.ndim == 3 and ctx.shape[0] == 1:
         ctx = ctx[0]
     if params.units == "counts":

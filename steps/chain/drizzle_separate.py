@@ -66,7 +66,7 @@ class DrizzleSeparateStep(Step):
 
         def one(rec):
             exp = load_exposure(context, rec)
-            driz = new_drizzle(grid.shape, params.kernel, params.fillval)
+            driz = new_drizzle(grid.shape, params.kernel, params.fillval, context=False)
             for i, chip in enumerate(exp.chips, 1):
                 good = good_from_bits(chip.dq, params.bits)
                 sm = static_mask_for(context, chip)
@@ -78,6 +78,7 @@ class DrizzleSeparateStep(Step):
                 add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
                          pscale_ratio=grid.scale / chip.pscale, input_id=i - 1)
             sci, wht = _finish(driz)
+            del driz
             w = wht[wht > 1e-8]
             wmean = float(w.mean()) if w.size else 0.0
             h = hdr.copy()

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
-from .common import iter_exposures
 
 __all__ = ["ChipGeom", "gather_geometry", "exposure_cells", "check_overlap"]
 
@@ -24,11 +23,25 @@ class ChipGeom:
 
 
 def gather_geometry(context, step) -> list[ChipGeom]:
-    """Geometry of every chip of every exposure, in input order."""
+    """Geometry of every chip of every exposure, in input order (headers and
+    WCS only: no pixel data is read)."""
+    from astropy.io import fits
+
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, chip_wcs, sci_extensions
+
+    from .common import exposure_records
     out = []
-    for _rec, exp in iter_exposures(context, step):
-        for c in exp.chips:
-            out.append(ChipGeom(c.root, c.extver, c.detector, tuple(c.shape), c.wcs, c.pscale, c.exptime))
+    for rec in exposure_records(context, step):
+        with fits.open(context.abs(rec["sci"]), memmap=True) as hdul:
+            prim = hdul[0].header
+            root = rec.get("root") or str(prim.get("ROOTNAME", "")).lower()
+            for i, h in enumerate(sci_extensions(hdul), 1):
+                hdr = h.header
+                w = chip_wcs(hdul, hdul.index_of(h))
+                shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+                out.append(ChipGeom(root, int(hdr.get("EXTVER", i)),
+                                    int(hdr.get("DETECTOR", prim.get("DETECTOR", i))), shape, w,
+                                    chip_pscale(hdr, w), float(prim.get("EXPTIME", 0.0))))
     return out
 
 

@@ -74,6 +74,15 @@ def cr_metrics(outdir, truth_dir, bits=(8, 1024), min_cover=2, edge=0):
     min_cover : int
         Only CR events where at least this many *other* exposures cover the
         same sky count for the recall (elsewhere the median contains the CR).
+    edge : int
+        Pixels within this distance of a chip border are left out of the
+        precision count (vignetted pyramid edges, PC/WF seams).
+
+    The precision count (``far``: flagged pixels more than 1 px from a true
+    CR pixel) uses *clean* pixels only: DQ 0 and not next to a saturated
+    (DQ 8) pixel, so bleed trails and flagged hot pixels — which differ from
+    the median for real and are flagged by AstroDrizzle too — are not
+    counted as false detections.
 
     Returns
     -------
@@ -92,7 +101,13 @@ def cr_metrics(outdir, truth_dir, bits=(8, 1024), min_cover=2, edge=0):
             continue
         dq = _dq(outdir / "work", root, chip)
         usable = (dq & ~okbits) == 0
-        flagged = (fits.getdata(mp) == 0) & usable
+        clean = ((dq & ~np.uint16(4096)) == 0) & ~_dilate((dq & 8) != 0, 1)
+        if edge:
+            inner = np.zeros_like(clean)
+            inner[edge:-edge, edge:-edge] = True
+            clean &= inner
+        crm = fits.getdata(mp) == 0
+        flagged = crm & clean
         t = np.asarray(h.data) > 0
         cover = coverage_count(outdir, root, chip) if min_cover else None
         lab, n = _label(t)
@@ -105,7 +120,7 @@ def cr_metrics(outdir, truth_dir, bits=(8, 1024), min_cover=2, edge=0):
                 uncovered += 1
                 continue
             counted += 1
-            found += bool(flagged[sl][ev].any() or (fits.getdata(mp)[sl][ev] == 0).any())
+            found += bool(crm[sl][ev].any())
         far = int((flagged & ~_dilate(t, 1)).sum())
         per[f"{root}[{chip}]"] = dict(events=counted, found=found, flagged=int(flagged.sum()), far=far)
         for k, v in (("events", counted), ("found", found), ("flagged", int(flagged.sum())), ("far", far),

@@ -1,0 +1,189 @@
+"""drizzleflow's tutorial recipe vs DrizzlePac's AstroDrizzle on the same data.
+
+Usage::
+
+    .venv/bin/python benchmarks/astrodrizzle.py [--size 800] [--nexp 6] [--seed 1]
+        [--workdir /tmp/bench] [--benchpython /work/benchenv/bin/python]
+
+Steps, each a separate process measured with ``/usr/bin/time -v`` (wall
+time and peak RSS of that process):
+
+1. simulate the M2 set (not timed against anything);
+2. drizzleflow: ``drizzleflow run`` of the tutorial recipe (ingest with
+   updatewcs, the whole chain) on the simulated files;
+3. AstroDrizzle (from ``--benchpython``): the tutorial's first call with
+   ``num_cores=1``, ``updatewcs=False``, ``build=False`` on COPIES of the
+   new-format working copies our ingest produced (DGEOFILE set to N/A, CR
+   bits of our run cleared by its ``resetbits``), on the same output grid
+   (``final_wcs`` = our grid) so pixels can be compared one to one;
+4. drizzleflow again with only ``drizzle_final.pixfrac`` changed (cache).
+
+Prints wall time, peak RSS, the ratios, and a pixel comparison of the two
+final images where both have weight.  AstroDrizzle's WFPC2 output is
+e-/s divided by the gain of the last chip drizzled (WF4); it is multiplied
+back for the comparison and this is said in the output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIZZLEFLOW = Path(sys.executable).with_name("drizzleflow")
+
+
+def timed(cmd, log, env=None, cwd=None):
+    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, peak RSS MiB)."""
+    full = ["/usr/bin/time", "-v", *map(str, cmd)]
+    with open(log, "w") as fh:
+        r = subprocess.run(full, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    text = Path(log).read_text()
+    if r.returncode != 0:
+        sys.exit(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n  see {log}\n"
+                 + "\n".join(text.splitlines()[-25:]))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
+    parts = [float(p) for p in wall.split(":")]
+    secs = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) > 2 else 0)
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
+    return secs, rss
+
+
+def write_recipe(path, data_dir, uref, outname):
+    """The tutorial recipe pointed at the simulated files (absolute extends)."""
+    text = (ROOT / "configs" / "m2_tutorial.yaml").read_text()
+    text = text.replace("extends: wfpc2_default.yaml", f"extends: {ROOT / 'configs' / 'wfpc2_default.yaml'}")
+    text = re.sub(r"^input: .*$", f"input: \"{data_dir}/*_c0m.fits\"\nuref: \"{uref}/\"", text, flags=re.M)
+    text = re.sub(r"^output: .*$", f"output: {outname}", text, flags=re.M)
+    Path(path).write_text(text)
+
+
+AD_SCRIPT = textwrap.dedent("""
+    import glob, json, sys, os
+    from drizzlepac import astrodrizzle
+    g = json.load(open(sys.argv[1]))
+    os.chdir(sys.argv[2])
+    astrodrizzle.AstroDrizzle(sorted(glob.glob('*_c0m.fits')), output='final', num_cores=1,
+        updatewcs=False, build=False, clean=True, context=True,
+        driz_sep_fillval=99999, driz_sep_bits='8,1024', combine_type='minmed',
+        driz_cr_snr='5.5 3.5', driz_cr_scale='2.0 1.5', final_wht_type='EXP',
+        final_wt_scl='exptime', final_pixfrac=1.0, final_fillval=99999, driz_cr_corr=True,
+        final_bits='8,1024', final_wcs=True, final_scale=g['scale'], final_rot=g['rot'],
+        final_ra=g['ra'], final_dec=g['dec'], final_outnx=g['nx'], final_outny=g['ny'],
+        final_crpix1=g['crpix1'], final_crpix2=g['crpix2'])
+""")
+
+
+def grid_of(sci_path):
+    h = fits.getheader(sci_path)
+    from astropy.wcs import WCS
+    w = WCS(h)
+    cd = w.pixel_scale_matrix
+    return {"scale": float(np.sqrt(abs(np.linalg.det(cd))) * 3600), "rot": float(np.degrees(np.arctan2(cd[0, 1], cd[1, 1]))),
+            "ra": float(w.wcs.crval[0]), "dec": float(w.wcs.crval[1]), "nx": int(h["NAXIS1"]), "ny": int(h["NAXIS2"]),
+            "crpix1": float(w.wcs.crpix[0]), "crpix2": float(w.wcs.crpix[1])}
+
+
+def prepare_ad_inputs(work_dir, dest):
+    """Copies of our new-format working files for AstroDrizzle (never the originals)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(work_dir.glob("*_c0m.fits")) + sorted(work_dir.glob("*_c1m.fits")):
+        if "crclean" in f.name:
+            continue
+        shutil.copy(f, dest / f.name)
+        with fits.open(dest / f.name, mode="update") as h:
+            h[0].header["DGEOFILE"] = "N/A"
+            for k in ("MDRIZSKY",):
+                for e in h[1:]:
+                    e.header.pop(k, None)
+            if f.name.endswith("_c1m.fits"):
+                for e in h[1:]:
+                    if e.header.get("NAXIS", 0) == 2 and e.header.get("EXTNAME", "SCI") != "SCI":
+                        e.header["EXTNAME"] = "SCI"
+
+
+def compare(ours_dir, ad_dir, gain_last):
+    s1 = fits.getdata(ours_dir / "final_drz_sci.fits").astype(np.float64)
+    w1 = fits.getdata(ours_dir / "final_drz_wht.fits")
+    name = "final_drw" if (ad_dir / "final_drw_sci.fits").exists() else "final_drz"  # WFPC2: _drw
+    s2 = fits.getdata(ad_dir / f"{name}_sci.fits").astype(np.float64) * gain_last
+    w2 = fits.getdata(ad_dir / f"{name}_wht.fits")
+    both = (w1 > 0) & (w2 > 0) & np.isfinite(s1) & np.isfinite(s2)
+    rel = np.abs(s1[both] - s2[both]) / np.maximum(np.abs(s2[both]), 1e-12)
+    bright = s2[both] > np.percentile(s2[both], 90)
+    return {
+        "pixels_both_weighted": int(both.sum()),
+        "median_rel_diff_all": float(np.median(rel)),
+        "median_rel_diff_brightest_10pct": float(np.median(rel[bright])),
+        "median_ratio_ours_over_ad_x_gain": float(np.median(s1[both][bright] / s2[both][bright])),
+        "weight_ratio_median": float(np.median(w1[both] / w2[both])),
+        "ad_fill_values": sorted({float(v) for v in np.unique(s2[(w2 == 0)] / gain_last)[:3]}),
+        "ours_fill_values": sorted({float(v) for v in np.unique(s1[(w1 == 0)])[:3]}),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=800)
+    ap.add_argument("--nexp", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workdir", default="/tmp/drizzleflow_bench")
+    ap.add_argument("--benchpython", default="/work/benchenv/bin/python")
+    ap.add_argument("--skip-ad", action="store_true", help="only run drizzleflow")
+    a = ap.parse_args(argv)
+    wd = Path(a.workdir).resolve()
+    if wd.exists():
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True)
+    data = wd / "data"
+    print(f"simulating M2: {a.nexp} exposures x 4 chips, {a.size}^2 -> {data}")
+    subprocess.run([str(x) for x in (DRIZZLEFLOW, "simulate", "m2", data, "--size", a.size, "--nexp", a.nexp, "--seed", a.seed)],
+                   check=True, stdout=subprocess.DEVNULL)
+    uref = data / "uref"
+    recipe = wd / "tutorial.yaml"
+    write_recipe(recipe, data, uref, wd / "ours")
+
+    t_ours, m_ours = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours.log")
+    print(f"drizzleflow tutorial recipe: {t_ours:7.2f} s wall, {m_ours:7.1f} MiB peak RSS")
+
+    t_rerun, m_rerun = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours", "drizzle_final.pixfrac=0.8"],
+                             wd / "ours_rerun.log")
+    print(f"drizzleflow rerun, only drizzle_final.pixfrac changed: {t_rerun:7.2f} s wall, {m_rerun:7.1f} MiB")
+    # restore the pixfrac=1.0 products for the comparison (from the cache)
+    timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours_restore.log")
+
+    result = {"size": a.size, "nexp": a.nexp, "ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun}
+    if not a.skip_ad:
+        ad_dir = wd / "ad_run"
+        prepare_ad_inputs(wd / "ours" / "work", ad_dir)
+        g = grid_of(wd / "ours" / "final_drz_sci.fits")
+        (wd / "grid.json").write_text(json.dumps(g))
+        (wd / "run_ad.py").write_text(AD_SCRIPT)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        t_ad, m_ad = timed([a.benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / "ad.log", env=env)
+        print(f"AstroDrizzle (num_cores=1):  {t_ad:7.2f} s wall, {m_ad:7.1f} MiB peak RSS")
+        print(f"speed-up {t_ad / t_ours:5.2f}x (target >= 6); memory ratio {m_ours / m_ad:5.2f} (target <= 0.5); "
+              f"rerun speed-up vs AstroDrizzle full run {t_ad / t_rerun:5.1f}x (target >= 20)")
+        gain_last = float(fits.getval(ad_dir / sorted(p.name for p in ad_dir.glob("*_c0m.fits"))[-1], "ATODGAIN", 0))
+        from drizzleflow.steps.instruments.wfpc2 import detector_gain
+        g_wf4 = detector_gain(gain_last, 4)[0]
+        cmp = compare(wd / "ours", ad_dir, g_wf4)
+        print(f"pixel comparison (AstroDrizzle x gain of WF4 = {g_wf4}):")
+        for k, v in cmp.items():
+            print(f"  {k}: {v}")
+        result.update({"ad_s": t_ad, "ad_mib": m_ad, "compare": cmp})
+    (wd / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"details in {wd}/result.json and the *.log files")
+
+
+if __name__ == "__main__":
+    main()
