@@ -151,3 +151,29 @@ def test_stwcs_reader_accepts_ours_in_process(converted, tmp_path):
     attach_headerlet(img, path)
     assert stwcs_headerlet.get_headerlet_kw_names(str(img)) == ["test1"]
     assert stwcs_headerlet.find_headerlet_HDUs(str(img), hdrname="test1") != []
+
+
+def test_headerlet_command(converted, tmp_path, capsys):
+    import argparse
+    from drizzleflow.steps.wcs_tools.cli import register
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers())
+
+    def run(*argv):
+        args = ap.parse_args(["headerlet", *map(str, argv)])
+        return args.func(args)
+
+    assert run("create", *converted, "--hdrname", "test1", "-o", tmp_path) == 0
+    hlets = [tmp_path / "ua060502m_c0m_hlet.fits", tmp_path / "ua060504m_c0m_hlet.fits"]
+    assert all(h.exists() for h in hlets)
+    for img, hl in zip(converted, hlets):
+        assert run("apply", img, hl, "--force") == 0
+        assert [fits.getval(img, "HDRNAME", ("SCI", i)) for i in range(1, 5)] == ["test1"] * 4
+    capsys.readouterr()
+    assert run("list", converted[0]) == 0
+    assert "test1" in capsys.readouterr().out
+    archive = tmp_path / "arch" / "ua060502m_c0m.fits"
+    before = archive.read_bytes()
+    assert run("apply", archive, hlets[0], "--force") == 2
+    assert "not a drizzleflow working copy" in capsys.readouterr().err
+    assert archive.read_bytes() == before
