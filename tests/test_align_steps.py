@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 
 from drizzleflow.engine.errors import StepError
@@ -193,3 +194,43 @@ def test_unsupported_region_names_image_and_chip(tmp_path):
     p = FindSources.Params(**FS, exclusions=[{"image": "ua060500m", "chip": 2, "region": str(bad)}])
     with pytest.raises(StepError, match=r"ua060500m\[sci,2\].*unsupported region shape 'annulus'"):
         FindSources().run(ctx, p)
+
+
+def test_cr_flags_on_star_cores_do_not_bias_centroids(tmp_path):
+    """Pre-alignment CR flags on star cores, with blotted values from a
+    misaligned median, must not move the centroids (protect_stars)."""
+    recs, _ = make_set(tmp_path, [(0, 0)], nstars=150)
+    rec = recs[0]
+    sci_p, dq_p = tmp_path / rec["sci"], tmp_path / rec["dq"]
+    clean_p = tmp_path / "work" / f"{rec['root']}_c0m_crclean.fits"
+    with fits.open(sci_p) as s, fits.open(dq_p) as d:
+        s = fits.HDUList([h.copy() for h in s])
+        d = fits.HDUList([h.copy() for h in d])
+        for ev in (1, 2):
+            img = s["SCI", ev].data
+            shifted = np.roll(img, 2, axis=1)            # the "blot" 2 px off (PC scale: 90 mas)
+            core = img > np.percentile(img, 99.3)        # star cores
+            d["SCI", ev].data[core] |= 4096
+            img2 = img.copy()
+            img2[core] = shifted[core]
+            s["SCI", ev].data = img2
+        s.writeto(clean_p)
+        d.writeto(dq_p, overwrite=True)
+
+    def xs(protect):
+        ctx = Context(outdir=tmp_path, products={"exposures": recs, "crclean": [f"work/{clean_p.name}"]})
+        FindSources().run(ctx, FindSources.Params(**FS, protect_stars=protect))
+        c = ctx.get("catalogs")[0]
+        assert c["image"].endswith("_crclean.fits")
+        return Table.read(tmp_path / c["chips"][0]["ecsv"], format="ascii.ecsv")
+
+    ctx0 = Context(outdir=tmp_path / "ref", products={"exposures": [dict(rec, sci=str(sci_p), dq=str(dq_p))]})
+    FindSources().run(ctx0, FindSources.Params(**FS, use_crclean=False, dqbits=0xFFFF))
+    ref = Table.read(tmp_path / "ref" / ctx0.get("catalogs")[0]["chips"][0]["ecsv"], format="ascii.ecsv")
+
+    def offset(t):
+        d = np.hypot(t["x"][:, None] - ref["x"][None, :], t["y"][:, None] - ref["y"][None, :])
+        return np.median(np.abs((t["x"][:, None] - ref["x"][None, :])[np.arange(len(t)), d.argmin(axis=1)]))
+
+    assert offset(xs(True)) < 0.01
+    assert offset(xs(False)) > 0.05

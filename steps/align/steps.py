@@ -144,6 +144,8 @@ class FindSourcesParams(Params):
                                 "and would pull centroids toward the header position")
     protect_nsigma: float = Field(5.0, gt=0, description="a CR-flagged pixel is on a star when the blotted "
                                   "median there is this many sigma above the background")
+    protect_radius: int = Field(2, ge=0, le=10, description="...within this many pixels of a pixel "
+                                "where the blotted median is above protect_nsigma (misalignment margin)")
     dqbits: Optional[int] = Field(None, ge=0, description="mask pixels with any DQ bit outside these good bits "
                                                          "(None: 8+1024 on the working SCI, no DQ mask on "
                                                          "CR-cleaned images, whose flagged pixels are replaced)")
@@ -224,7 +226,9 @@ class FindSources(Step):
                     # the header position
                     other = (chip.dq & np.uint16(~CR_BIT & 0xFFFF)) != 0
                     bk, sg = _robust_sigma(chip_cl.sci, cr | other)
-                    protect = cr & (chip_cl.sci - bk > params.protect_nsigma * sg)
+                    from scipy.ndimage import maximum_filter
+                    near = maximum_filter(chip_cl.sci, size=2 * params.protect_radius + 1)
+                    protect = cr & (near - bk > params.protect_nsigma * sg)
                     data[protect] = chip.sci[protect]
                     nprot += int(protect.sum())
                 bad = ~np.isfinite(data)
