@@ -108,3 +108,35 @@ def test_sparse_field_aligns_or_fails_clearly(tmp_path):
         assert "alignment failed" in msg and "ua0605" in msg and "WCS is left unchanged" in msg
         return
     assert _rel_rms_mas(data, ctx) < 5.0
+
+
+def test_external_refcat_gives_absolute_pointing(tmp_path):
+    """With the truth star list as refcat, every exposure (the first too) is
+    put on the absolute frame."""
+    data, ctx = _prepare(tmp_path, size=256, nexp=2)
+    FindSources().run(ctx, FindSources.Params(use_crclean=False))
+    stars = Table.read(data / "truth" / "stars.ecsv", format="ascii.ecsv")
+    refcat = tmp_path / "refcat.ecsv"
+    stars[stars["mag"] < 22][["ra", "dec"]].write(refcat, format="ascii.ecsv")
+    Align().run(ctx, Align.Params(refcat=str(refcat), refxcol="ra", refycol="dec", plots=False,
+                                  fitgeometry="shift"))
+    al = ctx.get("alignment")
+    assert al["reference"] is None and all(v["status"] == "aligned" for v in al["images"].values())
+    g = Table.read(data / "truth" / "wcs_grid.ecsv", format="ascii.ecsv")
+    for r in ctx.get("exposures"):
+        gr = g[g["root"] == r["root"]]
+        with fits.open(ctx.abs(r["sci"])) as h:
+            for chip in np.unique(gr["chip"]):
+                gc = gr[gr["chip"] == chip]
+                w = WCS(h["SCI", int(chip)].header, h)
+                ra, dec = w.all_pix2world(np.asarray(gc["x"], float), np.asarray(gc["y"], float), 0)
+                c = np.cos(np.radians(np.asarray(gc["dec_true"], float)))
+                e = np.hypot((ra - gc["ra_true"]) * c, dec - gc["dec_true"]) * 3.6e6
+                assert np.sqrt(np.mean(e ** 2)) < 3.0, (r["root"], chip)
+
+
+def test_missing_refcat_is_a_clear_error(tmp_path):
+    data, ctx = _prepare(tmp_path, size=128, nexp=2)
+    FindSources().run(ctx, FindSources.Params(use_crclean=False))
+    with pytest.raises(StepError, match="refcat .*nope.ecsv: file not found"):
+        Align().run(ctx, Align.Params(refcat=str(tmp_path / "nope.ecsv")))
