@@ -166,17 +166,17 @@ class DrizzleInput:
     pixmap: np.ndarray
     exptime: float = 1.0
     weight: np.ndarray | None = None
-    mask: np.ndarray | None = None
     pixfrac: float = 1.0
     in_units: str = "cps"
     scale: float = 1.0
-    iscale: float | None = None
-    wt_scl: float = 1.0
     input_id: int | None = None
     xmin: int | None = None
     xmax: int | None = None
     ymin: int | None = None
     ymax: int | None = None
+    mask: np.ndarray | None = None
+    iscale: float | None = None
+    wt_scl: float = 1.0
     on_nan: str = "raise"
 
 
@@ -319,9 +319,9 @@ class Drizzle:
         return self._cache
 
     # ---- adding images -----------------------------------------------------------
-    def add_image(self, data, pixmap, exptime=1.0, weight=None, mask=None, pixfrac=1.0,
-                  in_units="cps", scale=1.0, iscale=None, wt_scl=1.0, input_id=None,
-                  xmin=None, xmax=None, ymin=None, ymax=None, on_nan="raise", threads=1):
+    def add_image(self, data, pixmap, exptime=1.0, weight=None, pixfrac=1.0, in_units="cps",
+                  scale=1.0, input_id=None, xmin=None, xmax=None, ymin=None, ymax=None, *,
+                  mask=None, iscale=None, wt_scl=1.0, on_nan="raise", threads=1):
         """Drizzle one image onto the output.
 
         Parameters
@@ -503,8 +503,8 @@ def drizzle_many(images: Sequence, out_shape, kernel="square", fillval=0.0, thre
     """Drizzle a list of images onto one new output grid.
 
     ``images`` holds :class:`DrizzleInput` objects (or dicts / tuples in the
-    field order ``(data, pixmap, exptime, weight, mask, pixfrac, in_units,
-    scale, ...)``).  ``threads`` threads share the work by bands of output
+    field order ``(data, pixmap, exptime, weight, pixfrac, in_units, scale,
+    input_id, ...)``).  ``threads`` threads share the work by bands of output
     rows; the result is bit-identical whatever ``threads`` is.  Returns the
     :class:`Drizzle` accumulator; call ``.finish()`` for the arrays.
     """
