@@ -404,8 +404,9 @@ def load_recipe(path, overrides=(), *, output=None, cwd=None) -> Recipe:
     path : path-like
         The recipe YAML.
     overrides : sequence of str
-        ``name.param=value``, flat AstroDrizzle aliases ``final_pixfrac=0.8``, or
-        ``input=``/``output=``/``uref=``; values typed by the YAML 1.2 rules.
+        ``name.param=value``, flat AstroDrizzle aliases ``final_pixfrac=0.8``,
+        ``input=``/``output=``/``uref=``, ``executor.workers=2``, or for a provider
+        input ``input.size=256``; values typed by the YAML 1.2 rules.
     output : path-like, optional
         Output directory; wins over the recipe's ``output:``.
     cwd : path-like, optional
@@ -456,6 +457,10 @@ def _resolve(layers, path, base_path, overrides, output, cwd, name_default=None)
         if "." in key:
             sname, _, pkey = key.partition(".")
             if sname not in by_name:
+                if sname == "input" and isinstance(top.get("input"), dict):
+                    top["input"] = dict(top["input"], **{pkey: value})  # input.size=256 for a provider
+                    top_where["input"] = origin.text
+                    continue
                 if sname == "executor":
                     ex = dict(_normalise_executor(top.get("executor")))
                     ex[pkey] = value

@@ -226,3 +226,12 @@ def test_provider_uref_beats_environment(tmp_path, monkeypatch):
     r = load_recipe(tmp_path / "r.yaml", cwd=tmp_path)
     assert r.uref is None
     assert load_recipe(tmp_path / "r.yaml", ["uref=/mine"], cwd=tmp_path).uref == "/mine"
+
+
+def test_provider_input_options_from_the_command_line(tmp_path):
+    from drizzleflow.engine import registry
+    if "simulate" not in registry.input_providers():
+        pytest.skip("no input provider registered")
+    (tmp_path / "r.yaml").write_text("input: {simulate: m2, seed: 1}\nsteps: []\n")
+    r = load_recipe(tmp_path / "r.yaml", ["input.size=256", "input.nexp=2"], cwd=tmp_path)
+    assert r.input == {"simulate": "m2", "seed": 1, "size": 256, "nexp": 2}
