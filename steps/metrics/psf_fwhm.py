@@ -137,51 +137,56 @@ def fit_gaussian_fwhm(cutouts, *, x0=None, y0=None, sigma0=1.5, niter=40):
     p[:, 3] = sigma0
     p[:, 4] = b
 
-    def model_and_jac(p):
+    def model(p, with_jac):
         A, cx, cy, s, bb = (p[:, i:i + 1] for i in range(5))
         dx = xx[None, :] - cx
         dy = yy[None, :] - cy
         r2 = dx * dx + dy * dy
         g = np.exp(-r2 / (2.0 * s * s))
         m = A * g + bb
-        J = np.stack([g, A * g * dx / s ** 2, A * g * dy / s ** 2, A * g * r2 / s ** 3,
-                      np.ones_like(g)], axis=2)
+        if not with_jac:
+            return m, None
+        Ag = A * g / (s * s)
+        J = np.empty(g.shape[:2] + (5,))
+        J[:, :, 0] = g
+        J[:, :, 1] = Ag * dx
+        J[:, :, 2] = Ag * dy
+        J[:, :, 3] = Ag * r2 / s
+        J[:, :, 4] = 1.0
         return m, J
 
-    def chi2(p):
-        m, _ = model_and_jac(p)
-        return np.sum(w * (d - m) ** 2, axis=1)
-
     lam = np.full(n, 1e-3)
-    cur = chi2(p)
+    cur = np.sum(w * (d - model(p, False)[0]) ** 2, axis=1)
+    active = np.ones(n, bool)   # stars still improving; converged ones stop costing time
     eye = np.eye(5)
     with np.errstate(all="ignore"):
         for _ in range(niter):
-            m, J = model_and_jac(p)
-            r = w * (d - m)
-            JTJ = np.einsum("nmi,nmj->nij", J * w[:, :, None], J)
-            JTr = np.einsum("nmi,nm->ni", J, r)
+            idx = np.flatnonzero(active)
+            if idx.size == 0:
+                break
+            pa, wa, da = p[idx], w[idx], d[idx]
+            m, J = model(pa, True)
+            JT = J.transpose(0, 2, 1)
+            JTJ = JT @ (J * wa[:, :, None])          # batched BLAS, (n, 5, 5)
+            JTr = (JT @ (wa * (da - m))[:, :, None])[:, :, 0]
             diag = np.einsum("nii->ni", JTJ)
-            A = JTJ + lam[:, None, None] * diag[:, :, None] * eye[None]
-            ok = np.all(np.isfinite(A), axis=(1, 2)) & np.all(np.isfinite(JTr), axis=1)
-            step = np.zeros((n, 5))
+            Amat = JTJ + lam[idx, None, None] * diag[:, :, None] * eye[None]
+            ok = np.all(np.isfinite(Amat), axis=(1, 2)) & np.all(np.isfinite(JTr), axis=1)
+            ok &= np.abs(np.linalg.det(np.where(ok[:, None, None], Amat, eye[None]))) > 0
+            step = np.zeros((idx.size, 5))
             if ok.any():
-                try:
-                    step[ok] = np.linalg.solve(A[ok], JTr[ok][:, :, None])[:, :, 0]
-                except np.linalg.LinAlgError:
-                    for i in np.flatnonzero(ok):
-                        try:
-                            step[i] = np.linalg.solve(A[i], JTr[i])
-                        except np.linalg.LinAlgError:
-                            step[i] = 0.0
-            trial = p + step
+                step[ok] = np.linalg.solve(Amat[ok], JTr[ok][:, :, None])[:, :, 0]
+            trial = pa + step
             trial[:, 3] = np.abs(trial[:, 3])
-            new = chi2(trial)
-            better = np.isfinite(new) & (new < cur)
-            p[better] = trial[better]
-            cur[better] = new[better]
-            lam = np.where(better, lam / 3.0, lam * 5.0)
-            lam = np.clip(lam, 1e-9, 1e9)
+            new = np.sum(wa * (da - model(trial, False)[0]) ** 2, axis=1)
+            better = np.isfinite(new) & (new < cur[idx])
+            gain = np.where(better, (cur[idx] - new) / np.maximum(cur[idx], 1e-300), 0.0)
+            p[idx[better]] = trial[better]
+            cur[idx[better]] = new[better]
+            lam[idx] = np.clip(np.where(better, lam[idx] / 3.0, lam[idx] * 5.0), 1e-9, 1e9)
+            # converged: an accepted step that changed chi2 by < 1e-7, or damping exhausted
+            done = (better & (gain < 1e-7)) | (lam[idx] >= 1e9) | ~ok
+            active[idx[done]] = False
     fwhm = SIGMA_TO_FWHM * np.abs(p[:, 3])
     bad = (~np.isfinite(fwhm)) | (p[:, 0] <= 0) | (np.abs(p[:, 1]) > half) | (np.abs(p[:, 2]) > half) \
         | (fwhm > k) | (fwhm < 0.3)

@@ -66,9 +66,19 @@ def _read_image(path):
     return np.ascontiguousarray(data, dtype=np.float32), wcs
 
 
-def _chip_geometry(context):
-    exposures = context.products.get("exposures") or []
-    return fp.chips_from_exposures(exposures, context.abs)
+def _geometry_by_exposure(context):
+    """[(exposure product entry, [(detector, shape, wcs), ...]), ...] of the working copies."""
+    out = []
+    for exp in context.products.get("exposures") or []:
+        p = context.abs(exp["sci"])
+        if Path(p).exists():
+            out.append((exp, fp.read_chip_geometry(p)))
+    return out
+
+
+def _chip_geometry(context, by_exposure=None):
+    by_exposure = _geometry_by_exposure(context) if by_exposure is None else by_exposure
+    return [chip for _, geo in by_exposure for chip in geo]
 
 
 class PsfFwhmParams(Params):
@@ -118,7 +128,8 @@ class PsfFwhm(Step):
         scale = fp.output_pixel_scale(wcs)
         factor = params.ref_scale / scale
         lo, hi = params.fwhm_window[0] * factor, params.fwhm_window[1] * factor
-        chips = _chip_geometry(context)
+        by_exposure = _geometry_by_exposure(context)
+        chips = _chip_geometry(context, by_exposure)
 
         if params.stars:
             star_path = Path(params.stars)
@@ -133,7 +144,8 @@ class PsfFwhm(Step):
             star_ids = np.asarray(ref["id"]) if "id" in ref.colnames else np.arange(len(ra))
             selected_here = False
         else:
-            saturated = self._saturation_test(context, wcs, params.saturated_bits) if params.saturated_bits else None
+            saturated = (self._saturation_test(context, wcs, params.saturated_bits, by_exposure)
+                         if params.saturated_bits else None)
             sel = pf.select_psf_stars(sci, good, thresh=params.thresh, minarea=params.minarea,
                                       isolation_pix=params.isolation / scale, fwhm_window_pix=(lo, hi),
                                       saturated=saturated, method=params.method,
@@ -178,15 +190,13 @@ class PsfFwhm(Step):
         context.put("psf_fwhm", result)
 
     @staticmethod
-    def _saturation_test(context, out_wcs, bits):
+    def _saturation_test(context, out_wcs, bits, by_exposure):
         """A function flagging output positions that touch saturated input pixels."""
-        exposures = context.products.get("exposures") or []
         layers = []
-        for exp in exposures:
-            sci_p, dq_p = context.abs(exp["sci"]), context.abs(exp.get("dq", ""))
-            if not (Path(sci_p).exists() and exp.get("dq") and Path(dq_p).exists()):
+        for exp, geo in by_exposure:
+            dq_p = context.abs(exp.get("dq", ""))
+            if not (exp.get("dq") and Path(dq_p).exists()):
                 continue
-            geo = fp.read_chip_geometry(sci_p)
             with fits.open(dq_p) as dq_hdul:
                 dqs = [np.asarray(h.data) for h in dq_hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2]
             for (det, shape, cwcs), dq in zip(geo, dqs):
