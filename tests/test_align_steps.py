@@ -234,3 +234,34 @@ def test_cr_flags_on_star_cores_do_not_bias_centroids(tmp_path):
 
     assert offset(xs(True)) < 0.01
     assert offset(xs(False)) > 0.05
+
+
+def test_recipe_edges_inline_regions_and_fixed_offset(tmp_path):
+    recs, truth = make_set(tmp_path, [(0, 0), (0.03, 0.02)], nstars=200)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**dict(FS, edges={1: {"x": 100, "y": 0}})))
+    t = Table.read(tmp_path / ctx.get("catalogs")[0]["chips"][0]["ecsv"], format="ascii.ecsv")
+    assert len(t) > 5 and np.all(t["x"] >= 99.5)
+    # an inline image-coordinate box over the left half of chip 2 of every image
+    FindSources().run(ctx, FindSources.Params(**dict(FS, exclusions=[
+        {"image": "ua0605*", "chip": 2, "region": "image; box(40.5,80.5,80,160,0)"}])))
+    for c in ctx.get("catalogs"):
+        t2 = Table.read(tmp_path / c["chips"][1]["ecsv"], format="ascii.ecsv")
+        assert len(t2) > 5 and np.all(t2["x"] >= 79.5)
+    # no histogram: the given offset (plane px) starts the matching
+    FindSources().run(ctx, FindSources.Params(**FS))
+    Align().run(ctx, Align.Params(minobj=10, use2dhist=False, xoffset=0.0, yoffset=0.0, tolerance=2.0,
+                                  plots=False))
+    res = ctx.get("alignment")["images"]["ua060501m"]
+    assert res["status"] == "aligned" and res["histogram_peak"] == ""
+    assert _pointing_error_mas(tmp_path / recs[1]["sci"], truth["ua060501m"]) < 1.0
+
+
+def test_rms_above_bound_is_a_failure_not_a_solution(tmp_path):
+    recs, _ = make_set(tmp_path, [(0, 0), (0.03, 0.02)], nstars=120)
+    ctx = _ctx(tmp_path, recs)
+    FindSources().run(ctx, FindSources.Params(**FS))
+    with pytest.raises(StepError, match=r"ua060501m: alignment failed: fit rms .* exceeds maxrms 0.001"):
+        Align().run(ctx, Align.Params(minobj=10, maxrms=0.001, plots=False))
+    # the failed exposure keeps its header WCS (no TWEAK solution written)
+    assert "WCSNAME" not in fits.getheader(tmp_path / recs[1]["sci"], ("SCI", 1))
