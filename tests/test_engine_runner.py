@@ -212,3 +212,16 @@ def test_toy_drizzle_conserves_flux_density():
         out = np.load(ctx.abs(ctx.get("toy_array")))
         assert len(out) == 20
         assert np.allclose(out[out != 0], 5.0)
+
+
+def test_executor_from_the_recipe_and_its_override(work):
+    text = (work / "toy.yaml").read_text() + "executor: {kind: threads, workers: 2}\n"
+    (work / "ex.yaml").write_text(text)
+    run_recipe(load_recipe(work / "ex.yaml", cwd=work), work / "e1")
+    assert json.loads((work / "e1" / "manifest.json").read_text())["executor"] == "threads (2 workers)"
+    run_recipe(load_recipe(work / "ex.yaml", ["executor.workers=3"], cwd=work), work / "e2")
+    assert json.loads((work / "e2" / "manifest.json").read_text())["executor"] == "threads (3 workers)"
+    # the executor is not part of the cache key: same results, all cached
+    r = run_recipe(load_recipe(work / "ex.yaml", ["executor.kind=serial", "executor.workers=null"], cwd=work),
+                   work / "e1")
+    assert [s.status for s in r.steps] == ["cached"] * 4
