@@ -117,6 +117,10 @@ def test_weight_stats_per_chip(tmp_path):
     assert res["chips"]["PC1"]["meets_guidance"] and res["chips"]["WF2"]["meets_guidance"]
     # box clipped to the footprint: the PC box does not reach into the WF chip
     assert res["chips"]["PC1"]["wht_std"] < 2
+    # the mosaic row reports the worst chip
+    assert res["ALL"]["worst_chip"] == "WF2"
+    assert res["ALL"]["wht_rms_over_median"] == res["chips"]["WF2"]["wht_rms_over_median"]
+    assert res["ALL"]["meets_guidance"]
 
 
 def test_missing_final_image_is_a_step_error(tmp_path):

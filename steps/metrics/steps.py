@@ -248,30 +248,24 @@ class WeightStats(Step):
         if not chips:
             raise StepError(self.name, "no chip geometry: the 'exposures' product lists no readable working copies")
         result = {"scale_arcsec": scale, "box_pixels": side, "limit": params.limit, "chips": {}}
-        union = np.zeros(wht.shape, bool)
         for f in fp.footprints_in_output(chips, wcs, inset=params.inset):
             st = ws.weight_box_stats(wht, f.centre, side, corners=f.corners)
             st["meets_guidance"] = ws.meets_guidance(st["wht_rms_over_median"], params.limit)
             st["centre"] = [round(f.centre[0], 2), round(f.centre[1], 2)]
             result["chips"][f.label] = st
-            union |= self._box_mask(wht.shape, f, side)
             context.log.info("weight_stats %s: %.4g +/- %.4g (%.1f%%) in %d px", f.label, st["wht_median"],
                              st["wht_std"], 100 * st["wht_rms_over_median"], st["n_pix"])
-        vals = wht[union]
-        allst = ws.weight_box_stats(np.where(union, wht, np.nan), (wht.shape[1] / 2, wht.shape[0] / 2),
-                                    2 * max(wht.shape)) if vals.size else {}
-        allst["meets_guidance"] = all(c["meets_guidance"] for c in result["chips"].values())
-        result["ALL"] = allst
+        # the mosaic as a whole: chips of different pixel areas have different weight levels, so a
+        # median over all of them means nothing; report the worst chip (a mosaic is only as well
+        # sampled as its worst chip) and whether every chip meets the guidance
+        ratios = {k: c["wht_rms_over_median"] for k, c in result["chips"].items()
+                  if np.isfinite(c["wht_rms_over_median"])}
+        worst = max(ratios, key=ratios.get) if ratios else None
+        result["ALL"] = {"wht_median": float("nan"), "wht_std": float("nan"),
+                         "wht_rms_over_median": ratios[worst] if worst else float("nan"), "worst_chip": worst,
+                         "zero_wht_frac": max((c["zero_wht_frac"] for c in result["chips"].values()
+                                               if np.isfinite(c["zero_wht_frac"])), default=float("nan")),
+                         "n_pix": int(sum(c["n_pix"] for c in result["chips"].values())),
+                         "meets_guidance": bool(result["chips"]) and all(c["meets_guidance"]
+                                                                         for c in result["chips"].values())}
         context.put("weight_stats", result)
-
-    @staticmethod
-    def _box_mask(shape, f, side):
-        ny, nx = shape
-        h = side / 2.0
-        mask = np.zeros(shape, bool)
-        x0, x1 = max(0, int(np.floor(f.centre[0] - h + 0.5))), min(nx, int(np.floor(f.centre[0] + h + 0.5)))
-        y0, y1 = max(0, int(np.floor(f.centre[1] - h + 0.5))), min(ny, int(np.floor(f.centre[1] + h + 0.5)))
-        if x1 > x0 and y1 > y0:
-            yy, xx = np.mgrid[y0:y1, x0:x1]
-            mask[y0:y1, x0:x1] = fp.point_in_quad(xx, yy, f.corners)
-        return mask
