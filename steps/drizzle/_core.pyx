@@ -6,15 +6,28 @@ Conventions
 -----------
 * ``pixmap[j, i] = (x, y)``: 0-based output position of the centre of input
   pixel (column i, row j).  Output pixel (ii, jj) covers
-  ``[ii - 0.5, ii + 0.5) x [jj - 0.5, jj + 0.5)``.
-* Accumulators are float64 sums: ``acc_sum[q] += w * d`` and
-  ``acc_wht[q] += w`` (the weighted mean is formed once, at the end, by
-  ``core.py``).  Sums instead of a running mean avoid a division per
-  contribution and make separate accumulations trivially combinable.
-* Every entry point works on the output rows ``[band0, band1)`` only, and
-  visits input pixels in row-major order whatever the band; splitting the
-  output into bands therefore changes nothing in the arithmetic done for any
-  output pixel, which is what makes the threaded result bit-identical.
+  ``[ii - 0.5, ii + 0.5) x [jj - 0.5, jj + 0.5)``.  Drop corners are bilinear
+  interpolations of the pixel map (extrapolated at the input edges), as in
+  the ``drizzle`` package.
+* The accumulator is one float64 array ``(ny, nx, 2)`` of interleaved sums
+  ``(sum w*a*d, sum w*a)``; the weighted mean is formed once, at the end, by
+  ``finish_into``.  Sums instead of a running mean avoid a division per
+  contribution.
+* Input pixels are visited in tiles of ``TILE_ROWS`` rows x ``chunk``
+  columns (row-major inside a tile), so neighbouring drops reuse the same
+  output cache lines.
+* Square kernel: exact overlap areas by signed-area (coverage) accumulation.
+  Each drop's edges deposit signed area differences into a per-tile buffer;
+  one running sum along each buffer row gives, for every output pixel, the
+  tile's sums of ``w a d`` and ``w a`` directly.  With pixfrac 1 the drops of
+  a tile share their edges, and every edge is walked once with the
+  difference of the two neighbours' coefficients.
+* Threads: every entry point works on output rows ``[band0, band1)`` only.
+  What is computed for an output pixel (tiles, their buffers, the order of
+  the additions) never depends on the band: tiles and drops are clipped to
+  the image, not to the band, and rows outside the band are computed and
+  dropped.  Splitting the output into bands therefore gives bit-identical
+  results for any number of threads.
 * No module-level mutable state; scratch buffers are allocated per call.
   Errors are status codes turned into exceptions by the Python wrapper.
 """

@@ -251,12 +251,18 @@ class Drizzle:
     positive weight.  Test it with ``(ctx[k // 32] >> (k % 32)) & 1``;
     bit 31 makes the int32 negative, which is expected.
 
-    **Accumulation.**  Internally the sums ``sum(w * d)`` and ``sum(w)`` are
-    kept in float64 and the float32 mean is formed by :meth:`finish` (and
+    **Accumulation.**  Internally the sums ``sum(w * a * d)`` and
+    ``sum(w * a)`` (``a`` = overlap fraction) are kept in float64 (16 bytes
+    per output pixel) and the float32 mean is formed by :meth:`finish` (and
     the ``out_img`` property); an identity map with pixfrac 1 therefore
     returns the input exactly.  Results do not depend on the number of
-    threads: every output pixel receives its contributions in the same order
-    (image order, then input row-major) however the output is split.
+    threads: the arithmetic done for an output pixel is the same however
+    the output rows are split between threads.
+
+    **Edges.**  Every drop that overlaps the output contributes, also when
+    its centre falls outside (the ``drizzle`` package skips input pixels
+    whose centres map off the output, so the two differ in the outermost
+    output pixels).
     """
 
     def __init__(self, out_shape, kernel="square", fillval=0.0, max_ctx_id=None, disable_ctx=False):
