@@ -137,6 +137,8 @@ class FindSourcesParams(Params):
     sharphi: Optional[float] = Field(None, ge=0, le=1, description="maximum sharpness; ~0.7 rejects "
                                                                    "single-pixel cosmic rays and hot pixels")
     nbright: Optional[int] = Field(None, ge=1, description="keep only the N brightest sources per chip")
+    centroid_sigma: Optional[float] = Field(None, gt=0, description="Gaussian window (px) of the windowed "
+                                            "centroid; default max(1, conv_width/3)")
     use_crclean: bool = Field(True, description="detect on the CR-cleaned images of the cosmic_rays step when "
                                                 "available; otherwise on the working SCI with CR-flagged pixels masked")
     protect_stars: bool = Field(True, description="ignore CR flags (keep the measured pixels) where the "
@@ -263,7 +265,8 @@ class FindSources(Step):
                     cat = _find(data, bad, conv_width=params.conv_width, threshold=params.threshold,
                                 peakmin=params.peakmin, peakmax=params.peakmax, fluxmin=params.fluxmin,
                                 fluxmax=params.fluxmax, roundhi=params.roundhi, sharplo=params.sharplo,
-                                sharphi=params.sharphi, nbright=params.nbright)
+                                sharphi=params.sharphi, nbright=params.nbright,
+                                centroid_sigma=params.centroid_sigma)
                 except (RuntimeError, ValueError) as exc:
                     raise StepError(self.name, f"{where}: {exc}") from None
                 if len(cat) < params.min_sources:
