@@ -57,7 +57,7 @@ DEF ST_FALLBACK = 3   # internal: tile footprint too large, go pixel by pixel
 DEF MAX_DROP_SIDE = 4096
 
 # input rows per traversal tile (columns: the `chunk` argument)
-DEF TILE_ROWS = 16
+DEF TILE_ROWS = 32
 # largest coverage buffer (cells) for one tile before falling back to per-pixel work
 DEF MAX_TILE_CELLS = 1 << 20
 

@@ -288,6 +288,7 @@ class Drizzle:
             nplanes = 1 if max_ctx_id is None else int(max_ctx_id) // _CTX_BITS + 1
             self._ctx = np.zeros((nplanes, ny, nx), dtype=np.int32)
         self._next_id = 0
+        self._threads = 1          # used by finish(): the last add_images() setting
         self.total_exptime = 0.0
         self.ninputs = 0
         self._cache = None
@@ -320,7 +321,15 @@ class Drizzle:
         if self._cache is None:
             img = np.empty(self.out_shape, dtype=np.float32)
             wht = np.empty(self.out_shape, dtype=np.float32)
-            _core.finish_into(self._acc, img, wht, self.fillval, 0, self.out_shape[0])
+
+            def run(band):
+                _core.finish_into(self._acc, img, wht, self.fillval, band[0], band[1])
+
+            if self._threads == 1:
+                run((0, self.out_shape[0]))
+            else:
+                with ThreadPoolExecutor(max_workers=self._threads) as pool:
+                    list(pool.map(run, _bands(self.out_shape[0], self._threads)))
             self._cache = (img, wht)
         return self._cache
 
@@ -414,6 +423,7 @@ class Drizzle:
             return 0
         ny = self.out_shape[0]
         self._cache = None
+        self._threads = threads
         if threads == 1:
             for job in jobs:
                 self._run(job, 0, ny)
