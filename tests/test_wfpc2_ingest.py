@@ -115,3 +115,22 @@ def test_info_lists_extensions_and_keywords(tmp_path, capsys):
     assert args.func(args) == 2
     out, err = capsys.readouterr()
     assert "ua060502m_c0m.fits[4] 4" in out and "missing_c0m.fits" in err and "not found" in err
+
+
+def test_repeated_wcs_updates_keep_every_solution(tmp_path):
+    S.write_references(tmp_path / "uref")
+    sci, dq = S.make_exposure(tmp_path / "arch")
+    ctx = _run_ingest(tmp_path, [sci], updatewcs=True)
+    path = ctx.abs(ctx.get("exposures")[0]["sci"])
+    crvals = []
+    for step in range(3):
+        with fits.open(path) as h:
+            w = WCS(h["SCI", 1].header, h)
+        w.wcs.crval = w.wcs.crval + [1e-5, 0]
+        crvals.append(w.wcs.crval[0])
+        update_chip_wcs(path, 1, w, wcsname="TWEAK")
+    h = fits.getheader(path, ("SCI", 1))
+    from drizzleflow.steps.wcs_tools.altwcs import wcs_names
+    names = sorted(wcs_names(h).values())
+    assert names == sorted(["TWEAK", "OPUS", "IDC_synth", "TWEAK", "TWEAK-2"])
+    assert h["CRVAL1"] == pytest.approx(crvals[-1], abs=1e-12)

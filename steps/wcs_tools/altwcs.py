@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import string
 
-__all__ = ["LINEAR_KEYS", "wcs_keys", "wcs_names", "free_key", "archive_wcs", "restore_wcs",
-           "remove_alternate", "name_to_key"]
+__all__ = ["LINEAR_KEYS", "wcs_keys", "wcs_names", "free_key", "archive_wcs", "archive_primary",
+           "restore_wcs", "remove_alternate", "name_to_key"]
 
 #: the linear WCS keywords that an alternate WCS copies (key letter appended)
 LINEAR_KEYS = ("WCSAXES", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2",
@@ -85,3 +85,29 @@ def restore_wcs(header, key):
 def remove_alternate(header, key):
     for k in LINEAR_KEYS:
         header.remove(_alt(k, key), ignore_missing=True, remove_all=True)
+
+
+def _same_as_primary(header, key):
+    for k in ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+        if header.get(k) != header.get(_alt(k, key)):
+            return False
+    return True
+
+
+def archive_primary(header, default_name="ARCHIVED"):
+    """Save the primary linear WCS before it is replaced, once.
+
+    Reuses an alternate of the same WCSNAME holding the same values; a
+    same-named alternate with other values gets a numbered name (``TWEAK-2``),
+    as stwcs renames duplicates.  Returns the key.
+    """
+    name = str(header.get("WCSNAME", "")).strip() or default_name
+    key = name_to_key(header, name)
+    if key is not None and _same_as_primary(header, key):
+        return key
+    if key is not None:
+        n = 2
+        while name_to_key(header, f"{name}-{n}") is not None:
+            n += 1
+        name = f"{name}-{n}"
+    return archive_wcs(header, None, name)

@@ -255,9 +255,7 @@ def apply_headerlet_as_primary(image, hlet, *, attach=True, archive=True, force=
                 raise InputFileError(image, f"has no extension {target} that the headerlet targets")
             hdr = hdul[target].header
             if archive and "CRVAL1" in hdr:
-                name = str(hdr.get("WCSNAME", "")).strip() or f"{root}_orig"
-                if altwcs.name_to_key(hdr, name) is None:
-                    altwcs.archive_wcs(hdr, None, name)
+                altwcs.archive_primary(hdr, f"{root}_orig")
             from drizzleflow.steps.instruments.wfpc2.updatewcs import strip_distortion
             strip_distortion(hdr)
             for k in list(hdr.keys()):

@@ -26,6 +26,7 @@ carries a converted WCS (``WCSNAMEO`` and ``IDCSCALE``) is left alone.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -113,11 +114,17 @@ def resolve_reference(value, keyword, uref=None, image=None):
                                    + ", ".join(str(c) for c in candidates))
 
 
+@functools.lru_cache(maxsize=64)
+def _idc_row(path, mtime_ns, detector, filter1, filter2):
+    """One IDCTAB row, cached per file version (ingest reads 4 chips x N exposures)."""
+    return reference_files.read_idctab(path, detector, filter1, filter2)
+
+
 def read_idc_model(path, detector, filter1=None, filter2=None, binned=1) -> IDCModel:
     """The forward IDCTAB row for a chip and filter pair (CLEAR matches blank),
     read with the shared reader in ``reference_files``; V2REF/V3REF/THETA are
     NaN when the table has no such columns (they then come from the OFFTAB)."""
-    row = reference_files.read_idctab(path, detector, filter1 or "", filter2 or "")
+    row = _idc_row(str(path), Path(path).stat().st_mtime_ns, int(detector), filter1 or "", filter2 or "")
     norder = row.norder
     order = max(norder, 3)
     cx = np.zeros((order + 1, order + 1))

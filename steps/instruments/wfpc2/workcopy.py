@@ -161,7 +161,7 @@ def update_chip_wcs(path, extver, wcs=None, *, wcsname, archive=True, keep_disto
             hdr = hdul["SCI", ev].header
             cards = dict(new) if isinstance(new, dict) else wcs_cards(new)
             if archive and "CRVAL1" in hdr:
-                key = altwcs.name_to_key(hdr, hdr.get("WCSNAME", "")) or altwcs.archive_wcs(hdr)
+                key = altwcs.archive_primary(hdr)
                 log.debug("%s[sci,%d]: previous WCS kept as key %s", path, ev, key)
             has_sip = any(k.startswith(("A_", "B_")) for k in cards)
             if has_sip or not keep_distortion:
