@@ -54,6 +54,19 @@ def hselect_lines(path, keywords, extname="SCI") -> list[str]:
     out = []
     with _open(path) as hdul:
         ph = hdul[0].header
+        if ph.get("NAXIS", 0) == 3 and len(hdul) > 1 and isinstance(hdul[1], (fits.TableHDU, fits.BinTableHDU)):
+            # waivered file: one line per group, group keywords from the table row
+            table = hdul[1].data
+            names = {n.upper(): n for n in table.names}
+            for g in range(len(table)):
+                vals = []
+                for k in keywords:
+                    k = k.strip().upper()
+                    v = table[names[k]][g] if k in names else ph.get(k, "INDEF")
+                    v = v.item() if hasattr(v, "item") else v
+                    vals.append(repr(v) if isinstance(v, float) else str(v).strip())
+                out.append(f"{path.name}[{g + 1}] " + " ".join(vals))
+            return out
         chips = [(i, h) for i, h in enumerate(hdul) if str(h.header.get("EXTNAME", "")).upper() == extname]
         if not chips:
             chips = [(0, hdul[0])]

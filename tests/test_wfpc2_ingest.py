@@ -134,3 +134,15 @@ def test_repeated_wcs_updates_keep_every_solution(tmp_path):
     names = sorted(wcs_names(h).values())
     assert names == sorted(["TWEAK", "OPUS", "IDC_synth", "TWEAK", "TWEAK-2"])
     assert h["CRVAL1"] == pytest.approx(crvals[-1], abs=1e-12)
+
+
+def test_info_on_waivered_file_lists_groups(tmp_path):
+    from drizzleflow.steps.instruments.wfpc2 import mef_to_waivered
+    sci, dq = S.make_exposure(tmp_path / "mef")
+    (tmp_path / "w").mkdir()
+    c0f = mef_to_waivered(sci, tmp_path / "w")
+    rows = hselect_lines(c0f, ["linenum", "detector", "crval1"])
+    assert [r.split()[0] for r in rows] == [f"ua060502m_c0f.fits[{g}]" for g in (1, 2, 3, 4)]
+    assert [int(r.split()[2]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[2].split()[3]) == fits.getval(sci, "CRVAL1", ("SCI", 3))
+    assert any("64x64x4" in line for line in catfits_lines(c0f))
