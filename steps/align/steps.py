@@ -542,8 +542,8 @@ def _make_headerlet(hpath, sci_path, root, new_wcs, params, extra, refname):
     the aligned values (SIP and D2IM unchanged)."""
     from drizzleflow.steps.wcs_tools.headerlet import create_headerlet, write_headerlet
     hlet = create_headerlet(sci_path, params.hdrname, wcsname=params.wcsname, destim=root,
-                            author="drizzleflow align", descrip=f"{params.fitgeometry} fit to {Path(refname).name}",
-                            catalog=str(Path(refname).name)[:60], nmatch=extra["NMATCH"],
+                            author="drizzleflow align", descrip=f"{params.fitgeometry} fit, drizzleflow",
+                            catalog=Path(refname).name.split("_")[0][:18], nmatch=extra["NMATCH"],
                             rms_ra=extra["CRDER1"], rms_dec=extra["CRDER2"])
     for h in hlet[1:]:
         if h.name != "SIPWCS":
