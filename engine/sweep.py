@@ -48,7 +48,7 @@ from .errors import RecipeError
 from .yaml_loader import load_yaml
 
 __all__ = ["SweepPoint", "SweepSpec", "load_sweep", "is_sweep_recipe", "format_points", "run_sweep", "write_plan",
-           "cli_run"]
+           "cli_run", "cli_validate"]
 
 log = logging.getLogger("drizzleflow.sweep")
 
@@ -787,4 +787,12 @@ def cli_run(args) -> int:
     from .sweep_report import markdown_table
     print(markdown_table(spec, results), end="")
     print(f"{len(results)} points; table: {Path(spec.output, 'sweep_results.ecsv')} (+ .md, .csv, figures)")
+    return 0
+
+
+def cli_validate(args) -> int:
+    """``drizzleflow validate SWEEP.yaml``: validate every point and print them (for the CLI's ``validate``)."""
+    spec = load_sweep(args.recipe, getattr(args, "overrides", []))
+    print(f"{args.recipe}: OK — sweep of {len(spec.points)} points, each validated")
+    print(format_points(spec))
     return 0
