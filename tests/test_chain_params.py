@@ -60,8 +60,12 @@ def test_bad_parameters_rejected(cls, kw):
 
 
 def test_err_weights_refused_for_wfpc2():
+    with pytest.raises(ValidationError, match="ERR array"):
+        DrizzleFinalStep.Params(wht_type="ERR")
+    p = DrizzleFinalStep.Params()
+    p.__dict__["wht_type"] = "ERR"  # bypassing validation still fails before any work
     with pytest.raises(StepError, match="ERR array"):
-        DrizzleFinalStep()._check(DrizzleFinalStep.Params(wht_type="ERR"))
+        DrizzleFinalStep()._check(p)
 
 
 def test_default_grid_uses_reference_chip_scale_and_orientation():

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from drizzleflow.engine.step import Params, Step
 
-from .common import (blot_chip, exposure_records, load_exposure, pixmap_for, read_image, sky_for,
-                     write_image)
+from .common import blot_chip, pixmap_for, read_image, sky_for, write_image
+from .geometry import gather_geometry
 from .output_wcs import grid_from_product
 
 __all__ = ["BlotStep"]
@@ -43,21 +43,21 @@ class BlotStep(Step):
         grid = grid_from_product(context.get("sep_grid"))
         image = read_image(context.abs(med["path"]))
 
-        def one(rec):
-            exp = load_exposure(context, rec)
-            paths = []
-            for chip in exp.chips:
-                pm = pixmap_for(chip, grid, params.stepsize)
-                b = blot_chip(image, pm, interp=params.interp, sinscl=params.sinscl,
-                              exptime=chip.exptime, pscale_ratio=grid.scale / chip.pscale)
-                sky = sky_for(context, chip, "computed") if params.addsky else params.skyval
-                b = np.asarray(b, dtype=np.float32) + np.float32(sky)
-                h = chip.wcs.to_header(relax=True)
-                h["BUNIT"] = "ELECTRONS"
-                p = context.path("chain", "blot", f"{exp.root}_sci{chip.extver}_blt.fits")
-                write_image(p, b, h)
-                paths.append(context.rel(p))
-            return exp.root, paths
+        geoms = gather_geometry(context, self.name)   # WCS and shapes only: no pixel data needed
 
-        blots = dict(context.map(one, exposure_records(context, self.name)))
+        def one(chip):
+            pm = pixmap_for(chip, grid, params.stepsize)
+            b = blot_chip(image, pm, interp=params.interp, sinscl=params.sinscl,
+                          exptime=chip.exptime, pscale_ratio=grid.scale / chip.pscale)
+            sky = sky_for(context, chip, "computed") if params.addsky else params.skyval
+            b = np.asarray(b, dtype=np.float32) + np.float32(sky)
+            h = chip.wcs.to_header(relax=True)
+            h["BUNIT"] = "ELECTRONS"
+            p = context.path("chain", "blot", f"{chip.root}_sci{chip.extver}_blt.fits")
+            write_image(p, b, h)
+            return chip.root, context.rel(p)
+
+        blots: dict = {}
+        for root, path in context.map(one, geoms):
+            blots.setdefault(root, []).append(path)
         context.put("blots", blots)

@@ -17,10 +17,11 @@ Choices that differ from AstroDrizzle 3.11, on purpose:
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
@@ -34,6 +35,9 @@ from .output_wcs import Grid, grid_to_product
 from .products import product_header, write_products
 
 __all__ = ["DrizzleFinalStep", "chip_weight"]
+
+ERR_MESSAGE = ("wht_type ERR needs an ERR array, which WFPC2 c0m/c1m data do not have "
+               "(AstroDrizzle silently uses unit weights); use EXP (exposure-time weights) or IVM")
 
 #: dark current used by the automatic IVM weights, e-/s (as AstroDrizzle)
 DARK_RATE = 0.005
@@ -97,11 +101,17 @@ class DrizzleFinalStep(Step):
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
         stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
 
+        @field_validator("wht_type")
+        @classmethod
+        def _no_err_for_wfpc2(cls, v):
+            if v == "ERR":
+                raise ValueError(ERR_MESSAGE)
+            return v
+
     # -- validation that must happen before any work -------------------
     def _check(self, params):
         if params.wht_type == "ERR":
-            raise StepError(self.name, "wht_type ERR needs an ERR array, which WFPC2 c0m/c1m data do "
-                            "not have; use EXP (exposure-time weights) or IVM")
+            raise StepError(self.name, ERR_MESSAGE)
         if params.fillval is not None and not np.isfinite(params.fillval):
             pass  # NaN/inf asked for explicitly
 
@@ -138,8 +148,13 @@ class DrizzleFinalStep(Step):
         texp, nexp = 0.0, 0
         uid = 0
         sci_name = f"{params.root}_drz_sci.fits"
-        for rec in context.progress(recs, desc="drizzle_final"):
-            exp = load_exposure(context, rec, cache=False)
+        # read the next exposure while the core (GIL released) drizzles this one
+        pool = ThreadPoolExecutor(max_workers=1)
+        nxt = pool.submit(load_exposure, context, recs[0], False)
+        for n, rec in enumerate(context.progress(recs, desc="drizzle_final")):
+            exp = nxt.result()
+            if n + 1 < len(recs):
+                nxt = pool.submit(load_exposure, context, recs[n + 1], False)
             texp += exp.exptime
             nexp += 1
             masks = crmasks.get(exp.root)
@@ -190,6 +205,7 @@ class DrizzleFinalStep(Step):
                     if plam:
                         chip_phot[chip.detector][1].append(plam)
             del exp
+        pool.shutdown()
 
         common = dict(units=params.units, exptime_total=texp, recipe_hash=str(context.options.get(
             "recipe_hash", "")), ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")

@@ -12,7 +12,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import (add_chip, exposure_records, good_from_bits, load_exposure, new_drizzle,
+from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
                      pixmap_for, sky_for, static_mask_for, write_image)
 from .geometry import check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
@@ -64,8 +64,10 @@ class DrizzleSeparateStep(Step):
         hdr = grid.wcs.to_header()
         recs = exposure_records(context, self.name)
 
+        clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
+
         def one(rec):
-            exp = load_exposure(context, rec)
+            exp = load_exposure(context, rec, cache=False)
             driz = new_drizzle(grid.shape, params.kernel, params.fillval, context=False)
             for i, chip in enumerate(exp.chips, 1):
                 good = good_from_bits(chip.dq, params.bits)

@@ -87,26 +87,42 @@ class MedianStep(Step):
                             "median, blot and cosmic_rays for a single exposure")
         if params.combine_type in ("median", "imedian") and params.nlow + params.nhigh >= len(singles):
             context.log.warning("nlow + nhigh >= number of images: both are reduced per pixel")
-        files = [fits.open(context.abs(s["sci"]), memmap=True) for s in singles]
-        whts = [fits.open(context.abs(s["wht"]), memmap=True) for s in singles]
-        try:
-            ny, nx = files[0][0].data.shape
-            hdr = files[0][0].header.copy()
-            out = np.zeros((ny, nx), dtype=np.float32)
-            pad = params.grow if params.combine_type in ("minmed", "iminmed") else 0
-            wmeans = [s["wht_mean"] for s in singles]
-            for y0 in range(0, ny, params.rows):
-                y1 = min(ny, y0 + params.rows)
-                a0, a1 = max(0, y0 - pad), min(ny, y1 + pad)
-                sci = np.stack([np.asarray(f[0].data[a0:a1], dtype=np.float32) for f in files])
-                wht = np.stack([np.asarray(f[0].data[a0:a1], dtype=np.float32) for f in whts])
-                res = combine_strip(sci, wht, singles, params, wmeans)
-                out[y0:y1] = res[y0 - a0:y0 - a0 + (y1 - y0)]
-        finally:
-            for f in files + whts:
-                f.close()
+        sci_readers = [_RowReader(context.abs(s["sci"])) for s in singles]
+        wht_readers = [_RowReader(context.abs(s["wht"])) for s in singles]
+        ny, nx = sci_readers[0].shape
+        hdr = sci_readers[0].header.copy()
+        out = np.zeros((ny, nx), dtype=np.float32)
+        pad = params.grow if params.combine_type in ("minmed", "iminmed") else 0
+        wmeans = [s["wht_mean"] for s in singles]
+        for y0 in range(0, ny, params.rows):
+            y1 = min(ny, y0 + params.rows)
+            a0, a1 = max(0, y0 - pad), min(ny, y1 + pad)
+            sci = np.stack([r.rows(a0, a1) for r in sci_readers])
+            wht = np.stack([r.rows(a0, a1) for r in wht_readers])
+            res = combine_strip(sci, wht, singles, params, wmeans)
+            out[y0:y1] = res[y0 - a0:y0 - a0 + (y1 - y0)]
         hdr["BUNIT"] = "ELECTRONS/S"
         hdr["COMBTYPE"] = (params.combine_type, "median combination")
         path = context.path("chain", "median_med.fits")
         write_image(path, out, hdr)
         context.put("median", {"path": context.rel(path)})
+
+
+class _RowReader:
+    """Rows of a simple float32 FITS image read straight from the file, so
+    only the current strip is in memory (a memory map would leave every page
+    it touched resident)."""
+
+    def __init__(self, path):
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            self.header = hdul[0].header.copy()
+            self.offset = hdul[0].fileinfo()["datLoc"]
+        if self.header.get("BITPIX") != -32 or self.header.get("NAXIS") != 2:
+            raise ValueError(f"{path}: expected a 2-D float32 image")
+        self.path = path
+        self.shape = (int(self.header["NAXIS2"]), int(self.header["NAXIS1"]))
+
+    def rows(self, y0, y1):
+        nx = self.shape[1]
+        a = np.fromfile(self.path, dtype=">f4", count=(y1 - y0) * nx, offset=self.offset + 4 * y0 * nx)
+        return a.reshape(y1 - y0, nx).astype(np.float32)
