@@ -79,3 +79,12 @@ def test_simulator_waivered_files(tmp_path):
     with fits.open(paths[0]) as h:
         cube = h[0].data
     np.testing.assert_allclose(exp.chips[2].sci, cube[2].astype(np.float32) * exp.chips[2].gain, rtol=1e-6)
+
+
+def test_simulator_waivered_logical_keyword(tmp_path):
+    """The archive spells logical columns' unit 'LOGICAL-'; they must come back as booleans."""
+    m2 = pytest.importorskip("drizzleflow.steps.simulate.m2")
+    paths = m2.simulate_m2(tmp_path / "sim", seed=2, size=64, nexp=1, waivered=True)
+    made = ingest_pairs(paths, tmp_path / "out")
+    with fits.open(made[0]["sci"]) as h:
+        assert h[1].header["MIR_REVR"] is True

@@ -71,7 +71,8 @@ def waivered_hdul_to_mef(hdul, path="<memory>", extname="SCI") -> fits.HDUList:
             if isinstance(value, (bytes, str)):
                 value = value.decode() if isinstance(value, bytes) else value
                 value = value.rstrip()
-                if (col.unit or "").upper() == _LOGICAL_UNIT:
+                # the archive (and stsci.tools) spell the unit 'LOGICAL-'
+                if (col.unit or "").upper().rstrip("-") == _LOGICAL_UNIT:
                     value = value == "T"
             elif isinstance(value, np.integer):
                 value = int(value)
