@@ -22,9 +22,14 @@ def plugin_env(tmp_path_factory):
     for name in ("dfplugin_demo", "dfplugin_broken"):
         src = build / name
         shutil.copytree(PLUGINS / name, src)  # build outside the repository (no stray build/ folders)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-warn-script-location", "--disable-pip-version-check", "--target", str(target),
-                        str(src)], check=True, capture_output=True, timeout=300)
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-warn-script-location",
+               "--disable-pip-version-check", "--target", str(target), str(src)]
+        # offline and fast with the environment's setuptools; a fresh venv whose setuptools
+        # cannot build wheels (no `wheel` package) falls back to pip's isolated build
+        p = subprocess.run(cmd[:4] + ["--no-build-isolation"] + cmd[4:], capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
     env = dict(os.environ)
     env["PYTHONPATH"] = str(target) + os.pathsep + env.get("PYTHONPATH", "")
     return env
