@@ -9,6 +9,7 @@ fill pixels of the tutorial's single drizzles out of a plain median.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import FloatPair, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import write_image
+from .common import THREADS, write_image
 from .minmed import masked_median, minmed
 
 __all__ = ["MedianStep", "combine_strip"]
@@ -94,13 +95,18 @@ class MedianStep(Step):
         out = np.zeros((ny, nx), dtype=np.float32)
         pad = params.grow if params.combine_type in ("minmed", "iminmed") else 0
         wmeans = [s["wht_mean"] for s in singles]
-        for y0 in range(0, ny, params.rows):
+
+        def strip(y0):
             y1 = min(ny, y0 + params.rows)
             a0, a1 = max(0, y0 - pad), min(ny, y1 + pad)
             sci = np.stack([r.rows(a0, a1) for r in sci_readers])
             wht = np.stack([r.rows(a0, a1) for r in wht_readers])
             res = combine_strip(sci, wht, singles, params, wmeans)
             out[y0:y1] = res[y0 - a0:y0 - a0 + (y1 - y0)]
+
+        # strips are independent and numpy's sorts release the GIL
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            list(pool.map(strip, range(0, ny, params.rows)))
         hdr["BUNIT"] = "ELECTRONS/S"
         hdr["COMBTYPE"] = (params.combine_type, "median combination")
         path = context.path("chain", "median_med.fits")
