@@ -142,6 +142,8 @@ def test_refimage_not_in_inputs(tmp_path):
     FindSources().run(ctx, FindSources.Params(**FS))
     with pytest.raises(StepError, match="refimage 'nope_c0m.fits' is not one of the inputs.*ua060500m"):
         Align().run(ctx, Align.Params(refimage="nope_c0m.fits"))
+    Align().run(ctx, Align.Params(refimage="ua060501m_c0m_cleanmask.fits", minobj=5, plots=False))
+    assert ctx.get("alignment")["reference"] == "ua060501m"
 
 
 def test_chip_without_sources_warns_and_failure_is_clear(tmp_path, caplog):
@@ -265,3 +267,12 @@ def test_rms_above_bound_is_a_failure_not_a_solution(tmp_path):
         Align().run(ctx, Align.Params(minobj=10, maxrms=0.001, plots=False))
     # the failed exposure keeps its header WCS (no TWEAK solution written)
     assert "WCSNAME" not in fits.getheader(tmp_path / recs[1]["sci"], ("SCI", 1))
+
+
+def test_exclude_list_naming_unknown_image_warns(tmp_path, caplog):
+    recs, _ = make_set(tmp_path, [(0, 0)], nstars=30)
+    lst = tmp_path / "exclude.list"
+    lst.write_text("ub999999m_c0m_cleanmask.fits none none\n")
+    with caplog.at_level(logging.WARNING):
+        FindSources().run(_ctx(tmp_path, recs), FindSources.Params(**FS, exclude_list=str(lst)))
+    assert "names 'ub999999m_c0m_cleanmask.fits', which is not one of the inputs (ua060500m)" in caplog.text

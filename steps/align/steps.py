@@ -102,9 +102,17 @@ def _crclean_paths(context) -> dict:
 
 
 def _image_matches(pattern, rec):
-    names = [rec["root"], Path(rec.get("sci", "")).name, Path(rec.get("source", "") or "").name]
-    return any(fnmatch.fnmatch(n.lower(), pattern.lower()) or n.lower().startswith(pattern.lower() + "_")
-               for n in names if n)
+    """Whether an image name or glob from a recipe/exclusion list names this
+    exposure: matched against the root, working and archive file names, then
+    by rootname (the part before the first '_'), so the tutorial's
+    ``ua060502m_c0m_cleanmask.fits`` names the exposure ``ua060502m``."""
+    p = Path(str(pattern)).name.lower()
+    names = [rec["root"], Path(rec.get("sci", "")).name, Path(rec.get("source", "") or "").name,
+             Path(rec.get("image", "") or "").name]
+    if any(fnmatch.fnmatch(n.lower(), p) for n in names if n):
+        return True
+    head = p.split(".")[0].split("_")[0]
+    return bool(head) and fnmatch.fnmatch(rec["root"].lower(), head)
 
 
 # --------------------------------------------------------------------------- find_sources
@@ -201,6 +209,7 @@ class FindSources(Step):
 
         outdir = context.path("align")
         out = []
+        unlisted = set(exclude_list)
         for rec in context.progress(recs, desc="find_sources"):
             root = rec["root"]
             src = all_clean.get(root)
@@ -211,8 +220,9 @@ class FindSources(Step):
             stem = image_path.name[:-5] if image_path.name.endswith(".fits") else image_path.stem
             listed = None
             for key, chips in exclude_list.items():
-                if _image_matches(Path(key).name.split(".")[0], rec) or key == image_path.name:
+                if _image_matches(key, rec) or key == image_path.name:
                     listed = chips
+                    unlisted.discard(key)
                     break
             chips_out = []
             for ci, chip in enumerate(exp.chips):
@@ -288,6 +298,10 @@ class FindSources(Step):
                              ", ".join(f"chip {c['extver']}: {c['n']}" for c in chips_out))
             out.append({"root": root, "image": context.rel(image_path), "stem": stem,
                         "sci": rec["sci"], "dq": rec["dq"], "chips": chips_out})
+        for key in sorted(unlisted):
+            context.log.warning("find_sources: exclude_list %s names '%s', which is not one of the inputs "
+                                "(%s); its regions are not used", params.exclude_list, key,
+                                ", ".join(r["root"] for r in recs))
         if nprot:
             context.log.info("find_sources: %d CR-flagged pixels on stars of the blotted median kept as "
                              "measured (flags made before alignment)", nprot)
@@ -379,7 +393,7 @@ class Align(Step):
         if params.refimage and not params.refcat:
             ref_root = None
             for c in cats:
-                if _image_matches(Path(params.refimage).name.split(".")[0], recs.get(c["root"], c)) \
+                if _image_matches(params.refimage, dict(recs.get(c["root"], c), image=c["image"])) \
                         or Path(params.refimage).name == Path(c["image"]).name:
                     ref_root = c["root"]
                     break
