@@ -1,5 +1,6 @@
 # drizzleflow: two commands that work on a fresh machine with Python 3.11 and a C compiler.
-#   make demo   create .venv, install drizzleflow, run the demo recipe into demo_output/
+#   make demo   create .venv, install drizzleflow, simulate the M2 data set and run the
+#               tutorial recipe into demo_output/ (DEMO_RECIPE=configs/toy.yaml: engine-only demo)
 #   make test   create .venv, install with the test extra, run the test suite
 # Both are idempotent: the venv and the installs are redone only when pyproject.toml,
 # setup.py or a Cython source changed; a second `make demo` is served from the cache.
@@ -7,7 +8,7 @@
 PYTHON      ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV        ?= .venv
 BIN         := $(VENV)/bin
-DEMO_RECIPE ?= configs/toy.yaml
+DEMO_RECIPE ?= configs/m2_tutorial.yaml
 DEMO_OUTPUT ?= demo_output
 PYTEST_ARGS ?= -q
 BUILD_DEPS  := pyproject.toml setup.py $(shell find steps engine -name '*.pyx' 2>/dev/null)
