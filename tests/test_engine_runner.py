@@ -225,3 +225,18 @@ def test_executor_from_the_recipe_and_its_override(work):
     r = run_recipe(load_recipe(work / "ex.yaml", ["executor.kind=serial", "executor.workers=null"], cwd=work),
                    work / "e1")
     assert [s.status for s in r.steps] == ["cached"] * 4
+
+
+def test_one_run_per_output_directory(work):
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (work / "out" / ".drizzleflow.lock").write_text(str(other.pid))   # a live run holds the lock
+        with pytest.raises(OutputError, match=f"another drizzleflow run \\(pid {other.pid}\\)"):
+            run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    finally:
+        other.kill()
+        other.wait()
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))   # a stale lock is taken over
+    assert [s.status for s in r.steps] == ["cached"] * 4
+    assert not (work / "out" / ".drizzleflow.lock").exists()
