@@ -102,6 +102,11 @@ def results_table(spec, results):
     t.meta["guidance"] = {"wht_rms_over_median_max": limit,
                           "note": "DrizzlePac Handbook: weight-image RMS within 20% of the median"}
     t.meta["baseline_point"] = f"{spec.baseline:03d}"
+    import hashlib
+    hashes = [getattr(p, "_hash", None) or "" for p in spec.points]
+    t.meta["sweep_sha256"] = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+    t.meta["points"] = {f"{p.index:03d}": {"name": p.name, "config_sha256": getattr(p, "_hash", None)}
+                        for p in spec.points}
     return t
 
 
