@@ -267,3 +267,22 @@ def test_the_shipped_m2_sweep_recipe_expands_to_the_tutorial_rows(tmp_path):
     assert rec.step("drizzle_final").params.pixfrac == 0.7
     assert rec.step("cosmic_rays").params.snr == spec.points[0].recipe.step("cosmic_rays").params.snr
     assert not (tmp_path / "o").exists()  # validation writes nothing
+
+
+def test_self_contained_sweep_recipe_without_extends(base):
+    p = base / "alone.yaml"
+    p.write_text(textwrap.dedent("""\
+        input: a_c0m.fits
+        output: alone_out
+        steps:
+          - {name: up, step: toy_upstream}
+          - {name: drizzle_final, step: toy_drizzle}
+        sweep:
+          mode: grid
+          params:
+            drizzle_final.pixfrac: [0.5, 1.0]   # comments after values are fine
+        metrics: []
+        """))
+    spec = load_sweep(p, cwd=base)
+    assert [pt.name for pt in spec.points] == ["pixfrac=0.5", "pixfrac=1.0"]
+    assert spec.points[0].recipe.name == "alone"
