@@ -313,7 +313,7 @@ cdef inline void _dep2(double* acc, Py_ssize_t stride, Py_ssize_t row, Py_ssize_
 
 
 cdef inline void _edge2(double u0, double v0, double u1, double v1,
-                        double* acc, Py_ssize_t bw, Py_ssize_t bh,
+                        double* acc, Py_ssize_t stride, Py_ssize_t bw, Py_ssize_t bh,
                         double cd, double cw, Py_ssize_t* rlo, Py_ssize_t* rhi) noexcept nogil:
     """Deposit one directed edge into the coverage buffer.
 
@@ -328,7 +328,7 @@ cdef inline void _edge2(double u0, double v0, double u1, double v1,
     cdef double du = u1 - u0, dv = v1 - v0
     cdef double ta, tb, t0, t1, tr, tc, tm, um, vm, d, f, invdv, invdu
     cdef double kr, kc, sr, sc, vend, uend
-    cdef Py_ssize_t row, col, stride = bw + 1
+    cdef Py_ssize_t row, col
     if dv == 0.0:
         return
     invdv = 1.0 / dv
@@ -421,28 +421,28 @@ cdef inline void _edge2(double u0, double v0, double u1, double v1,
 
 
 cdef inline void _edge2_inside(double u0, double v0, double u1, double v1,
-                               double* acc, Py_ssize_t bw, Py_ssize_t bh,
-                               double cd, double cw, Py_ssize_t* rlo, Py_ssize_t* rhi) noexcept nogil:
-    """``_edge`` for an edge known to lie inside the buffer [0, bw] x [0, bh].
+                               double* base, Py_ssize_t stride, double cd, double cw) noexcept nogil:
+    """Two-channel edge walk for an edge inside the buffer [0, bw] x [0, bh].
 
-    Walks the cells the edge crosses with incremental row/column indices (no
-    floor per piece); indices are clamped so that rounding at the very ends
-    of the edge cannot leave the buffer.
+    ``base`` points at cell (0, 0) of a buffer with one guard cell on every
+    side (``stride`` cells per row), so the rounding of the incremental walk
+    at the very end of an edge (at most one cell too far) needs no clamping.
+    Row ranges are tracked by the caller, per drop.
     """
     cdef double du = u1 - u0, dv = v1 - v0
-    cdef double t0, t1, tr, tc, dtr, dtc, um, d, f
-    cdef Py_ssize_t row, col, sr, sc, stride = bw + 1, rr, cc
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a0, a1
+    cdef Py_ssize_t row, col, sr, sc
     cdef double* p
     if dv == 0.0:
         return
     if dv > 0.0:
         row = _ifloor(v0)
-        sr = 1
+        sr = stride
         dtr = 1.0 / dv
         tr = (<double>(row + 1) - v0) * dtr
     else:
         row = -_ifloor(-v0) - 1
-        sr = -1
+        sr = -stride
         dtr = -1.0 / dv
         tr = (v0 - <double>row) * dtr
     if du > 0.0:
@@ -460,30 +460,33 @@ cdef inline void _edge2_inside(double u0, double v0, double u1, double v1,
         sc = 0
         dtc = 0.0
         tc = 2.0
+    p = base + 2 * (row * stride + col)
+    um = u0 - <double>col          # abscissa relative to the current column
     t0 = 0.0
     while True:
         t1 = tr if tr < tc else tc
         if t1 > 1.0:
             t1 = 1.0
-        um = u0 + 0.5 * (t0 + t1) * du
+        a1 = (um + 0.5 * (t0 + t1) * du)        # = f, position inside the column
         d = (t1 - t0) * dv
-        rr = row
-        if rr < 0: rr = 0
-        if rr > bh - 1: rr = bh - 1
-        cc = col
-        if cc < 0: cc = 0
-        if cc > bw - 1: cc = bw - 1
-        _dep2(acc, stride, rr, cc, d, um - <double>cc, cd, cw, rlo, rhi)
+        a0 = d * (1.0 - a1)
+        a1 = d * a1
+        p[0] += a0 * cd
+        p[1] += a0 * cw
+        p[2] += a1 * cd
+        p[3] += a1 * cw
         if t1 >= 1.0:
             break
         if tr <= tc:
-            row += sr
+            p += 2 * sr
             tr += dtr
             if t1 == tc:
-                col += sc
+                p += 2 * sc
+                um -= <double>sc
                 tc += dtc
         else:
-            col += sc
+            p += 2 * sc
+            um -= <double>sc
             tc += dtc
         t0 = t1
 
@@ -504,6 +507,84 @@ cdef inline int _ireserve(IScratch* sc, Py_ssize_t n) noexcept nogil:
         return ST_NOMEM
     sc.buf = p
     sc.cap = n
+    return ST_OK
+
+
+cdef inline void _range_update(Py_ssize_t* rlo, Py_ssize_t* rhi, const double* u, const double* v,
+                               Py_ssize_t bw, Py_ssize_t bh) noexcept nogil:
+    """Widen the per-row column ranges of the buffer to cover one drop (+ guard cells)."""
+    cdef double umin = u[0], umax = u[0], vmin = v[0], vmax = v[0]
+    cdef Py_ssize_t k, r, r0, r1, c0, c1
+    for k in range(1, 4):
+        if u[k] < umin: umin = u[k]
+        if u[k] > umax: umax = u[k]
+        if v[k] < vmin: vmin = v[k]
+        if v[k] > vmax: vmax = v[k]
+    if umin < -1.0: umin = -1.0
+    if vmin < -1.0: vmin = -1.0
+    if umax > <double>bw + 1.0: umax = <double>bw + 1.0
+    if vmax > <double>bh + 1.0: vmax = <double>bh + 1.0
+    r0 = _ifloor(vmin) - 1
+    r1 = _ifloor(vmax) + 1
+    c0 = _ifloor(umin) - 1
+    c1 = _ifloor(umax) + 2
+    if r0 < -1: r0 = -1
+    if r1 > bh: r1 = bh
+    if c0 < -1: c0 = -1
+    if c1 > bw + 1: c1 = bw + 1
+    for r in range(r0, r1 + 1):
+        if c0 < rlo[r]: rlo[r] = c0
+        if c1 > rhi[r]: rhi[r] = c1
+
+
+cdef void _flush_tile(Acc* a, double* base, Py_ssize_t stride, Py_ssize_t bw, Py_ssize_t bh,
+                      Py_ssize_t ii0, Py_ssize_t jj0, Py_ssize_t* rlo, Py_ssize_t* rhi,
+                      double thr) noexcept nogil:
+    """Running sums along the buffer rows -> output accumulator; leaves the buffer zeroed."""
+    cdef Py_ssize_t r, c, lo, hi, q, onx = a.onx
+    cdef double sd, sw
+    cdef double* cell
+    cdef double* out = a.acc
+    cdef int* ctx = a.ctx
+    cdef int bit = <int>a.bit
+    for r in range(-1, bh + 1):
+        lo = rlo[r]
+        hi = rhi[r]
+        if hi < lo:
+            continue
+        cell = base + 2 * r * stride
+        if r < 0 or r >= bh or jj0 + r < a.band0 or jj0 + r >= a.band1:
+            memset(cell + 2 * lo, 0, 2 * (hi - lo + 1) * sizeof(double))
+            continue
+        sd = 0.0
+        sw = 0.0
+        q = (jj0 + r) * onx + ii0
+        for c in range(lo, hi + 1):
+            sd += cell[2 * c]
+            sw += cell[2 * c + 1]
+            cell[2 * c] = 0.0
+            cell[2 * c + 1] = 0.0
+            if 0 <= c < bw and fabs(sw) > thr:
+                out[2 * (q + c)] += sd
+                out[2 * (q + c) + 1] += sw
+                if ctx != NULL and sw > 0.0:
+                    ctx[q + c] |= bit
+
+
+cdef inline int _tile_buffers(Scratch* sc, IScratch* ir, Py_ssize_t bw, Py_ssize_t bh,
+                              double** base, Py_ssize_t* stride, Py_ssize_t** rlo,
+                              Py_ssize_t** rhi) noexcept nogil:
+    """Guarded coverage buffer: rows -1..bh, columns -1..bw+1; row ranges reset."""
+    cdef Py_ssize_t r
+    stride[0] = bw + 3
+    if _reserve(sc, 2 * (bh + 2) * stride[0]) != ST_OK or _ireserve(ir, 2 * (bh + 2)) != ST_OK:
+        return ST_NOMEM
+    base[0] = sc.buf + 2 * (stride[0] + 1)
+    rlo[0] = ir.buf + 1
+    rhi[0] = ir.buf + (bh + 2) + 1
+    for r in range(-1, bh + 1):
+        rlo[0][r] = bw + 2
+        rhi[0][r] = -2
     return ST_OK
 
 
@@ -551,17 +632,10 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
         return ST_OK
     bw = ii1 - ii0 + 1
     bh = jj1 - jj0 + 1
-    stride = bw + 1
-    if bh * stride > MAX_TILE_CELLS:
+    if (bh + 2) * (bw + 3) > MAX_TILE_CELLS:
         return ST_FALLBACK
-    if _reserve(sc, 2 * bh * stride) != ST_OK or _ireserve(ir, 2 * bh) != ST_OK:
+    if _tile_buffers(sc, ir, bw, bh, &buf, &stride, &rlo, &rhi) != ST_OK:
         return ST_NOMEM
-    buf = sc.buf                    # all zero between calls
-    rlo = ir.buf
-    rhi = ir.buf + bh
-    for r in range(bh):
-        rlo[r] = stride
-        rhi[r] = -1
     for p in range(n):
         jac = 0.5 * ((qx[4 * p + 1] - qx[4 * p + 3]) * (qy[4 * p] - qy[4 * p + 2])
                      - (qx[4 * p] - qx[4 * p + 2]) * (qy[4 * p + 1] - qy[4 * p + 3]))
@@ -572,39 +646,14 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
         for k in range(4):
             u[k] = qx[4 * p + k] + 0.5 - <double>ii0
             v[k] = qy[4 * p + k] + 0.5 - <double>jj0
+        _range_update(rlo, rhi, u, v, bw, bh)
         if clipped:
             for k in range(4):
-                _edge2(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, bw, bh, cd, cw, rlo, rhi)
+                _edge2(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, stride, bw, bh, cd, cw, rlo, rhi)
         else:
             for k in range(4):
-                _edge2_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, bw, bh, cd, cw, rlo, rhi)
-    thr = 1e-11 * cwmax
-    out = a.acc
-    ctx = a.ctx
-    bit = <int>a.bit
-    onx = a.onx
-    for r in range(bh):
-        lo = rlo[r]
-        hi = rhi[r]
-        if hi < lo:
-            continue
-        cell = buf + 2 * r * stride
-        if jj0 + r < a.band0 or jj0 + r >= a.band1:
-            memset(cell + 2 * lo, 0, 2 * (hi - lo + 1) * sizeof(double))
-            continue
-        sd = 0.0
-        sw = 0.0
-        q = (jj0 + r) * onx + ii0
-        for c in range(lo, hi + 1):
-            sd += cell[2 * c]
-            sw += cell[2 * c + 1]
-            cell[2 * c] = 0.0
-            cell[2 * c + 1] = 0.0
-            if c < bw and fabs(sw) > thr:
-                out[2 * (q + c)] += sd
-                out[2 * (q + c) + 1] += sw
-                if ctx != NULL and sw > 0.0:
-                    ctx[q + c] |= bit
+                _edge2_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], buf, stride, cd, cw)
+    _flush_tile(a, buf, stride, bw, bh, ii0, jj0, rlo, rhi, 1e-11 * cwmax)
     return ST_OK
 
 
@@ -763,6 +812,8 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
     cdef double d, w, jac, xmin, xmax, ymin, ymax, txmin = 1e300, txmax = -1e300
     cdef double tymin = 1e300, tymax = -1e300, cd, cw, cwmax = 0.0, thr, sd, sw
     cdef double u0, v0, u1, v1
+    cdef double u[4]
+    cdef double v[4]
     cdef int clipped = 0, bit, st, any_ = 0
     cdef double* buf
     cdef double* cell
@@ -855,8 +906,7 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
         return ST_OK
     bw = ii1 - ii0 + 1
     bh = jj1 - jj0 + 1
-    stride = bw + 1
-    if bh * stride > MAX_TILE_CELLS:
+    if (bh + 2) * (bw + 3) > MAX_TILE_CELLS:
         # scattered drops: fall back to one drop at a time
         for r in range(R):
             for c in range(C):
@@ -875,14 +925,21 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
                 if st != ST_OK:
                     return st
         return ST_OK
-    if _reserve(sc, 2 * bh * stride) != ST_OK or _ireserve(ir, 2 * bh) != ST_OK:
+    if _tile_buffers(sc, ir, bw, bh, &buf, &stride, &rlo, &rhi) != ST_OK:
         return ST_NOMEM
-    buf = sc.buf
-    rlo = ir.buf
-    rhi = ir.buf + bh
-    for r in range(bh):
-        rlo[r] = stride
-        rhi[r] = -1
+    for r in range(R):
+        for c in range(C):
+            if PW[r * C + c] == 0.0:
+                continue
+            u[0] = CX[r * (C + 1) + c] + 0.5 - <double>ii0
+            v[0] = CY[r * (C + 1) + c] + 0.5 - <double>jj0
+            u[1] = CX[r * (C + 1) + c + 1] + 0.5 - <double>ii0
+            v[1] = CY[r * (C + 1) + c + 1] + 0.5 - <double>jj0
+            u[2] = CX[(r + 1) * (C + 1) + c + 1] + 0.5 - <double>ii0
+            v[2] = CY[(r + 1) * (C + 1) + c + 1] + 0.5 - <double>jj0
+            u[3] = CX[(r + 1) * (C + 1) + c] + 0.5 - <double>ii0
+            v[3] = CY[(r + 1) * (C + 1) + c] + 0.5 - <double>jj0
+            _range_update(rlo, rhi, u, v, bw, bh)
     # vertical edges: corner (r+1, c) -> (r, c), coefficient P(r, c) - P(r, c-1)
     for r in range(R):
         for c in range(C + 1):
@@ -901,9 +958,9 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
             u1 = CX[r * (C + 1) + c] + 0.5 - <double>ii0
             v1 = CY[r * (C + 1) + c] + 0.5 - <double>jj0
             if clipped:
-                _edge2(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+                _edge2(u0, v0, u1, v1, buf, stride, bw, bh, cd, cw, rlo, rhi)
             else:
-                _edge2_inside(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+                _edge2_inside(u0, v0, u1, v1, buf, stride, cd, cw)
     # horizontal edges: corner (r, c) -> (r, c+1), coefficient P(r, c) - P(r-1, c)
     for r in range(R + 1):
         for c in range(C):
@@ -922,36 +979,10 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
             u1 = CX[r * (C + 1) + c + 1] + 0.5 - <double>ii0
             v1 = CY[r * (C + 1) + c + 1] + 0.5 - <double>jj0
             if clipped:
-                _edge2(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
+                _edge2(u0, v0, u1, v1, buf, stride, bw, bh, cd, cw, rlo, rhi)
             else:
-                _edge2_inside(u0, v0, u1, v1, buf, bw, bh, cd, cw, rlo, rhi)
-    thr = 1e-11 * cwmax
-    out = a.acc
-    ctx = a.ctx
-    bit = <int>a.bit
-    onx = a.onx
-    for r in range(bh):
-        lo = rlo[r]
-        hi = rhi[r]
-        if hi < lo:
-            continue
-        cell = buf + 2 * r * stride
-        if jj0 + r < a.band0 or jj0 + r >= a.band1:
-            memset(cell + 2 * lo, 0, 2 * (hi - lo + 1) * sizeof(double))
-            continue
-        sd = 0.0
-        sw = 0.0
-        q = (jj0 + r) * onx + ii0
-        for c in range(lo, hi + 1):
-            sd += cell[2 * c]
-            sw += cell[2 * c + 1]
-            cell[2 * c] = 0.0
-            cell[2 * c + 1] = 0.0
-            if c < bw and fabs(sw) > thr:
-                out[2 * (q + c)] += sd
-                out[2 * (q + c) + 1] += sw
-                if ctx != NULL and sw > 0.0:
-                    ctx[q + c] |= bit
+                _edge2_inside(u0, v0, u1, v1, buf, stride, cd, cw)
+    _flush_tile(a, buf, stride, bw, bh, ii0, jj0, rlo, rhi, 1e-11 * cwmax)
     return ST_OK
 
 
