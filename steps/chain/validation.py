@@ -145,44 +145,58 @@ def _dq(work_dir, root, chip):
         return np.asarray(exts[chip - 1].data).astype(np.uint16)
 
 
-def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=60):
+def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20):
     """Unsaturated stars whose core pixel (brightest of the 3×3 around the
-    predicted position) was flagged as a CR, with no true CR within 1 px.
+    predicted position) was flagged as a CR.
 
-    Stars within ``edge`` pixels of a chip border (the vignetted pyramid edge,
-    where a star seen by the PC in one exposure falls on a WF chip in the
-    others and the median cannot model its core) are not checked.
+    A star is checked only where the median can model it: every exposure sees
+    it on the same detector, at least ``edge`` pixels inside (a star on the PC
+    in one exposure and on a WF chip in the others is undersampled in the
+    median — the PC/WF seams), the core pixel and its neighbours carry no DQ
+    flag (saturation, warm pixels: not the star's own signal) and no true CR
+    lies within 1 px.
     """
     stars = Table.read(Path(truth_dir) / "stars.ecsv")
     stars = stars[stars["flux_e"] > min_flux]
+    ra, dec = np.asarray(stars["ra"]), np.asarray(stars["dec"])
     truth = fits.open(Path(truth_dir) / "crs.fits")
+    files = [p for p in sorted(Path(work_dir).glob("*_c0m.fits")) if "crclean" not in p.name]
+    # detector of every star in every exposure (0 = none / near an edge)
+    where = []
+    for sci in files:
+        det = np.zeros(ra.size, int)
+        pos = {}
+        with fits.open(sci) as hd:
+            for e in (e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"):
+                w = WCS(e.header, hd)
+                ny, nx = e.data.shape
+                x, y = w.all_world2pix(ra, dec, 0, quiet=True)
+                ok = (x > edge) & (x < nx - 1 - edge) & (y > edge) & (y < ny - 1 - edge) & np.isfinite(x)
+                det[ok] = e.header["EXTVER"]
+                pos[e.header["EXTVER"]] = (x, y)
+        where.append((sci, det, pos))
+    same = np.all([d == where[0][1] for _s, d, _p in where], axis=0) & (where[0][1] > 0)
     bad, checked = [], 0
-    for sci in sorted(Path(work_dir).glob("*_c0m.fits")):
-        if "crclean" in sci.name:
-            continue
+    for sci, det, pos in where:
         root = sci.name[:9]
         with fits.open(sci) as hd:
-            scis = [e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"]
-            for e in scis:
+            for e in (e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"):
                 chip = e.header["EXTVER"]
                 mp = Path(crmask_dir) / f"{root}_sci{chip}_crmask.fits"
-                if not mp.exists():
+                sel = same & (det == chip)
+                if not mp.exists() or not sel.any():
                     continue
-                w = WCS(e.header, hd)
                 data = np.asarray(e.data, dtype=np.float32)
-                ny, nx = data.shape
-                x, y = w.all_world2pix(stars["ra"], stars["dec"], 0)
-                e0 = max(edge, 3)
-                inside = (x > e0) & (x < nx - 1 - e0) & (y > e0) & (y < ny - 1 - e0)
                 flagged = fits.getdata(mp) == 0
                 dq = _dq(work_dir, root, chip)
                 tcr = np.asarray(truth[root.upper(), chip].data) > 0
-                for xi, yi in zip(np.rint(x[inside]).astype(int), np.rint(y[inside]).astype(int)):
+                x, y = pos[chip]
+                for xi, yi in zip(np.rint(x[sel]).astype(int), np.rint(y[sel]).astype(int)):
                     box = data[yi - 1:yi + 2, xi - 1:xi + 2]
                     dy, dx = np.unravel_index(np.argmax(box), box.shape)
                     cy, cx = yi - 1 + dy, xi - 1 + dx
-                    if dq is not None and (dq[cy - 2:cy + 3, cx - 2:cx + 3] & 8).any():
-                        continue  # saturated
+                    if dq is not None and (dq[cy - 1:cy + 2, cx - 1:cx + 2] & ~np.uint16(4096)).any():
+                        continue  # saturated, warm or otherwise flagged: not the star's signal
                     if tcr[cy - 1:cy + 2, cx - 1:cx + 2].any():
                         continue  # a real CR on the star
                     checked += 1
@@ -235,7 +249,7 @@ def star_photometry(final_sci, data_dir, radius=1.0, min_flux=3000.0, max_flux=N
         for e, q in zip(scis, dqs):
             cw = WCS(e.header, hd)
             ny, nx = e.data.shape
-            x, y = cw.all_world2pix(ra, dec, 0)
+            x, y = cw.all_world2pix(ra, dec, 0, quiet=True)
             ins = (x > edge_px) & (x < nx - edge_px) & (y > edge_px) & (y < ny - edge_px) & sel
             dq = np.asarray(q.data).astype(np.uint16)
             xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
