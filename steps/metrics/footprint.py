@@ -10,7 +10,9 @@ four corners are enough for labelling and box placement.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +56,16 @@ def read_chip_geometry(sci_path) -> list[tuple[int, tuple[int, int], WCS]]:
     """Read ``(detector, (ny, nx), wcs)`` for every SCI extension of a file.
 
     The WCS is built with the file object so lookup-table distortions
-    (``D2IMARR``) are included when present.
+    (``D2IMARR``) are included when present.  Results are memoised per
+    (path, size, mtime) because both metric steps of a run read the same
+    working copies; callers must not modify the returned WCS objects.
     """
+    st = os.stat(sci_path)
+    return _read_chip_geometry(str(Path(sci_path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_chip_geometry(sci_path, size, mtime_ns):
     out = []
     with fits.open(sci_path) as hdul:
         for hdu in hdul:
