@@ -67,17 +67,9 @@ class DrizzleSeparateStep(Step):
 
         clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
 
-        pool = ThreadPoolExecutor(max_workers=1)
-        ahead = {0: pool.submit(load_exposure, context, recs[0], False)}
-        order = {id(r): i for i, r in enumerate(recs)}
-
-        def one(rec):
-            i = order[id(rec)]
-            fut = ahead.pop(i, None)
-            exp = fut.result() if fut is not None else load_exposure(context, rec, cache=False)
-            if i + 1 < len(recs) and (i + 1) not in ahead:
-                # read the next exposure while the core (GIL released) drizzles this one
-                ahead[i + 1] = pool.submit(load_exposure, context, recs[i + 1], False)
+        def one(rec, exp=None):
+            if exp is None:
+                exp = load_exposure(context, rec, cache=False)
             driz = new_drizzle(grid.shape, params.kernel, params.fillval, context=False)
             for i, chip in enumerate(exp.chips, 1):
                 good = good_from_bits(chip.dq, params.bits)
@@ -105,10 +97,19 @@ class DrizzleSeparateStep(Step):
             return {"root": exp.root, "sci": context.rel(p_sci), "wht": context.rel(p_wht),
                     "exptime": float(exp.exptime), "bsky": float(bsky), "rdnoise": rn, "wht_mean": wmean}
 
-        try:
+        if getattr(context.executor, "kind", "serial") == "serial":
+            # in-process: read the next exposure while the core (GIL released) drizzles this one
+            singles = []
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                nxt = pool.submit(load_exposure, context, recs[0], False)
+                for i, rec in enumerate(recs):
+                    exp = nxt.result()
+                    if i + 1 < len(recs):
+                        nxt = pool.submit(load_exposure, context, recs[i + 1], False)
+                    singles.append(one(rec, exp))
+                    del exp
+        else:
             singles = context.map(one, recs)
-        finally:
-            pool.shutdown(cancel_futures=True)
         context.put("singles", list(singles))
 
 
