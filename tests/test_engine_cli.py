@@ -172,9 +172,15 @@ def test_import_astrodrizzle_tutorial_call(work, incli):
             assert steps[step]["params"][reg[step].aliases[alias]] == value, alias
         else:   # not registered (yet): listed, never silently dropped
             assert f"#   {alias}=" in p.stdout
-    # the same text passed inline, and the result validates as a recipe (when every name mapped)
+    # the same text passed inline gives the same recipe
     p2 = incli("import-astrodrizzle", TUTORIAL_CALL, cwd=work)
     assert p2.stdout == p.stdout
+    # and the recipe validates (when every name found its step)
+    if "# NOT translated" not in p.stdout:
+        (work / "imported.yaml").write_text(p.stdout)
+        (work / "u1_c0m.fits").write_bytes(b"")
+        p3 = incli("validate", "imported.yaml", cwd=work)
+        assert p3.returncode == 0, p3.stderr
 
 
 def test_import_astrodrizzle_maps_toy_alias_and_reports_unknown(work, incli):
