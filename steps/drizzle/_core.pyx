@@ -9,9 +9,9 @@ Conventions
   ``[ii - 0.5, ii + 0.5) x [jj - 0.5, jj + 0.5)``.  Drop corners are bilinear
   interpolations of the pixel map (extrapolated at the input edges), as in
   the ``drizzle`` package.
-* The accumulator is one float64 array ``(ny, nx, 2)`` of interleaved sums
-  ``(sum w*a*d, sum w*a)``; the weighted mean is formed once, at the end, by
-  ``finish_into``.  Sums instead of a running mean avoid a division per
+* The accumulator is one float32 array ``(ny, nx, 2)`` of interleaved sums
+  ``(sum w*a*d, sum w*a)`` (contributions formed in float64, rounded once per
+  addition); the weighted mean is formed once, at the end, by ``finish_into``.  Sums instead of a running mean avoid a division per
   contribution.
 * Input pixels are visited in tiles of ``TILE_ROWS`` rows x ``chunk``
   columns (row-major inside a tile), so neighbouring drops reuse the same
@@ -63,7 +63,7 @@ DEF MAX_TILE_CELLS = 1 << 20
 
 
 cdef struct Acc:
-    double* acc      # interleaved (sum of w*d, sum of w), (ony, onx, 2)
+    float* acc       # interleaved (sum of w*a*d, sum of w*a), (ony, onx, 2)
     int* ctx         # context plane or NULL
     unsigned int bit
     Py_ssize_t onx, ony
@@ -107,8 +107,8 @@ cdef inline Py_ssize_t _iround(double x) noexcept nogil:
 
 cdef inline void _add(Acc* a, Py_ssize_t ii, Py_ssize_t jj, double w, double d) noexcept nogil:
     cdef Py_ssize_t q = jj * a.onx + ii
-    a.acc[2 * q] += w * d
-    a.acc[2 * q + 1] += w
+    a.acc[2 * q] = <float>(a.acc[2 * q] + w * d)
+    a.acc[2 * q + 1] = <float>(a.acc[2 * q + 1] + w)
     if a.ctx != NULL and w > 0.0:
         a.ctx[q] |= <int>a.bit
 
@@ -544,7 +544,7 @@ cdef void _flush_tile(Acc* a, double* base, Py_ssize_t stride, Py_ssize_t bw, Py
     cdef Py_ssize_t r, c, lo, hi, q, onx = a.onx
     cdef double sd, sw
     cdef double* cell
-    cdef double* out = a.acc
+    cdef float* out = a.acc
     cdef int* ctx = a.ctx
     cdef int bit = <int>a.bit
     for r in range(-1, bh + 1):
@@ -565,8 +565,8 @@ cdef void _flush_tile(Acc* a, double* base, Py_ssize_t stride, Py_ssize_t bw, Py
             cell[2 * c] = 0.0
             cell[2 * c + 1] = 0.0
             if 0 <= c < bw and fabs(sw) > thr:
-                out[2 * (q + c)] += sd
-                out[2 * (q + c) + 1] += sw
+                out[2 * (q + c)] = <float>(out[2 * (q + c)] + sd)
+                out[2 * (q + c) + 1] = <float>(out[2 * (q + c) + 1] + sw)
                 if ctx != NULL and sw > 0.0:
                     ctx[q + c] |= bit
 
@@ -608,7 +608,7 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
     cdef double v[4]
     cdef double* buf
     cdef double* cell
-    cdef double* out
+    cdef float* out
     cdef int* ctx
     cdef Py_ssize_t* rlo
     cdef Py_ssize_t* rhi
@@ -664,7 +664,7 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
     cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, r, c, k, stride
     cdef int clipped, bit
     cdef double wj, wd
-    cdef double* out
+    cdef float* out
     cdef double* cell
     cdef int* ctx
     cdef Py_ssize_t onx, q
@@ -749,8 +749,8 @@ cdef int _square_pixel(Acc* a, Scratch* sc, double* xs, double* ys,
             s += cell[c]
             cell[c] = 0.0
             if fabs(s) > thr:
-                out[2 * (q + c)] += s * wd
-                out[2 * (q + c) + 1] += s * wj
+                out[2 * (q + c)] = <float>(out[2 * (q + c)] + s * wd)
+                out[2 * (q + c) + 1] = <float>(out[2 * (q + c) + 1] + s * wj)
                 if ctx != NULL and s * wj > 0.0:
                     ctx[q + c] |= bit
         cell[bw] = 0.0
@@ -817,7 +817,7 @@ cdef int _tile_pf1(Acc* a, Scratch* sc, IScratch* ir, const float* data, const f
     cdef int clipped = 0, bit, st, any_ = 0
     cdef double* buf
     cdef double* cell
-    cdef double* out
+    cdef float* out
     cdef int* ctx
     cdef Py_ssize_t* rlo
     cdef Py_ssize_t* rhi
@@ -1257,7 +1257,7 @@ def drizzle_band(const float[:, ::1] data,
                  const float[:, ::1] weight,
                  const unsigned char[:, ::1] mask,
                  const double[:, :, ::1] pixmap,
-                 double[:, :, ::1] acc,
+                 float[:, :, ::1] acc,
                  int[:, ::1] ctx,
                  unsigned int bit,
                  int kernel,
@@ -1376,7 +1376,7 @@ def count_nonfinite(const double[:, :, ::1] pixmap):
     return bad
 
 
-def finish_into(const double[:, :, ::1] acc,
+def finish_into(const float[:, :, ::1] acc,
                 float[:, ::1] out_img, float[:, ::1] out_wht, float fillval,
                 Py_ssize_t row0, Py_ssize_t row1):
     """Weighted mean ``sum / wht`` (float32) where ``wht != 0``, else ``fillval``."""
@@ -1388,6 +1388,6 @@ def finish_into(const double[:, :, ::1] acc,
                 w = acc[j, i, 1]
                 out_wht[j, i] = <float>w
                 if w != 0.0:
-                    out_img[j, i] = <float>(acc[j, i, 0] / w)
+                    out_img[j, i] = <float>(<double>acc[j, i, 0] / w)
                 else:
                     out_img[j, i] = fillval

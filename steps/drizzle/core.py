@@ -252,10 +252,11 @@ class Drizzle:
     bit 31 makes the int32 negative, which is expected.
 
     **Accumulation.**  Internally the sums ``sum(w * a * d)`` and
-    ``sum(w * a)`` (``a`` = overlap fraction) are kept in float64 (16 bytes
-    per output pixel) and the float32 mean is formed by :meth:`finish` (and
-    the ``out_img`` property); an identity map with pixfrac 1 therefore
-    returns the input exactly.  Results do not depend on the number of
+    ``sum(w * a)`` (``a`` = overlap fraction) are kept as interleaved float32
+    pairs (8 bytes per output pixel; each tile's or drop's contribution is
+    formed in float64 and rounded once) and the float32 mean is formed by
+    :meth:`finish` (and the ``out_img`` property); an identity map with
+    pixfrac 1 returns the input exactly.  Results do not depend on the number of
     threads: the arithmetic done for an output pixel is the same however
     the output rows are split between threads.
 
@@ -279,8 +280,8 @@ class Drizzle:
         self.kernel = kernel
         self.out_shape = (ny, nx)
         self.fillval = _fill_value(fillval)
-        # interleaved (sum of w*d, sum of w): one cache line serves both
-        self._acc = np.zeros((ny, nx, 2), dtype=np.float64)
+        # interleaved (sum of w*a*d, sum of w*a): one cache line serves both
+        self._acc = np.zeros((ny, nx, 2), dtype=np.float32)
         self._disable_ctx = bool(disable_ctx)
         if self._disable_ctx:
             self._ctx = None
