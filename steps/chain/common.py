@@ -170,7 +170,7 @@ def new_drizzle(shape, kernel, fillval, context=True):
     return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval, disable_ctx=not context)
 
 
-def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):
+def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id, region=None):
     """Drizzle one chip in electrons onto ``driz``; output in e-/s per output pixel.
 
     ``input_id`` is the 0-based context id.
@@ -180,7 +180,8 @@ def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, inpu
     """
     driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
-                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=THREADS)
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=THREADS,
+                   **(region or {}))
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):

@@ -17,10 +17,12 @@ Choices that differ from AstroDrizzle 3.11, on purpose:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
+from astropy.io import fits
 from pydantic import Field, field_validator
 
 from drizzleflow.engine.errors import StepError
@@ -32,7 +34,8 @@ from .common import (add_chip, clear_cache, exposure_records, good_from_bits, lo
 from .geometry import check_overlap, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
-from .products import product_header, write_products
+from .banding import BandWriter, bands as _bands, region as _region
+from .products import _kind_header, product_header, write_products
 
 __all__ = ["DrizzleFinalStep", "chip_weight"]
 
@@ -100,6 +103,9 @@ class DrizzleFinalStep(Step):
                                "(<root>_chip<N>_drz_*) with that chip's PHOTFLAM (tutorial note IX).")
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
         stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
+        band_mb: int = Field(96, ge=8, le=65536, description="Memory (MB) for the output accumulators: "
+                             "larger outputs are drizzled in bands of rows, each band written as soon as "
+                             "it is done (same pixels, less memory; inputs are re-read per band).")
 
         @field_validator("wht_type")
         @classmethod
@@ -141,82 +147,110 @@ class DrizzleFinalStep(Step):
                 subgrids[det] = _subgrid(grid, [g for g in geoms if g.detector == det])
 
         fill = np.nan if params.fillval is None else float(params.fillval)
-        driz = new_drizzle(grid.shape, params.kernel, fill)
+        ny, nx = grid.shape
+        nchips = len(geoms)
+        bands = _bands(ny, nx, params.band_mb) if not subgrids and nchips <= 32 else [(0, ny)]
         chip_driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in subgrids.items()}
         entries, chip_entries = [], {d: [] for d in subgrids}
         photflams, photplams, chip_phot = [], [], {}
         texp, nexp = 0.0, 0
-        uid = 0
         sci_name = f"{params.root}_drz_sci.fits"
-        # read the next exposure while the core (GIL released) drizzles this one
-        pool = ThreadPoolExecutor(max_workers=1)
-        nxt = pool.submit(load_exposure, context, recs[0], False)
-        for n, rec in enumerate(context.progress(recs, desc="drizzle_final")):
-            exp = nxt.result()
-            if n + 1 < len(recs):
-                nxt = pool.submit(load_exposure, context, recs[n + 1], False)
-            texp += exp.exptime
-            nexp += 1
-            masks = crmasks.get(exp.root)
-            for k, chip in enumerate(exp.chips):
-                uid += 1
-                good = good_from_bits(chip.dq, params.bits)
-                sm = static_mask_for(context, chip)
-                if sm is not None:
-                    good &= sm
-                if masks:
-                    from astropy.io import fits
-                    good &= fits.getdata(context.abs(masks[k])).astype(bool)
-                sky = sky_for(context, chip, "computed")
-                data = chip.sci - np.float32(sky)
-                rho = grid.scale / chip.pscale
-                w = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
-                                sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
-                pm = pixmap_for(chip, grid, params.stepsize)
-                add_chip(driz, data, pm, exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
-                         pscale_ratio=rho, input_id=uid - 1)
-                entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
-                         "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
-                         "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
-                         "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
-                         "fillval": "INDEF" if params.fillval is None else str(params.fillval),
-                         "bits": str(sum(params.bits or [])), "wcsname": str(chip.header.get("WCSNAME", "")),
-                         "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
-                         "mask": masks[k] if masks else ""}
-                entries.append(entry)
-                if chip.photflam:
-                    photflams.append(chip.photflam)
-                plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
-                if plam:
-                    photplams.append(plam)
-                if chip.detector in chip_driz:
-                    sg = subgrids[chip.detector]
-                    pm2 = pixmap_for(chip, sg, params.stepsize)
-                    n = len(chip_entries[chip.detector]) + 1
-                    add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
-                             pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=n - 1)
-                    e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
-                              ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
-                              ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
-                    chip_entries[chip.detector].append(e2)
-                    chip_phot.setdefault(chip.detector, ([], []))
+        writer = None
+        zero_w = 0
+        for bi, (y0, y1) in enumerate(bands):
+            first = bi == 0
+            driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
+            uid = 0
+            # read the next exposure while the core (GIL released) drizzles this one
+            pool = ThreadPoolExecutor(max_workers=1)
+            nxt = pool.submit(load_exposure, context, recs[0], False)
+            desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
+            for n, rec in enumerate(context.progress(recs, desc=desc)):
+                exp = nxt.result()
+                if n + 1 < len(recs):
+                    nxt = pool.submit(load_exposure, context, recs[n + 1], False)
+                if first:
+                    texp += exp.exptime
+                    nexp += 1
+                masks = crmasks.get(exp.root)
+                for k, chip in enumerate(exp.chips):
+                    uid += 1
+                    rho = grid.scale / chip.pscale
+                    pm = pixmap_for(chip, grid, params.stepsize)
+                    region = None
+                    if len(bands) > 1:
+                        pm[..., 1] -= y0
+                        region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
+                    sky = sky_for(context, chip, "computed")
+                    if region is not False:
+                        good = good_from_bits(chip.dq, params.bits)
+                        sm = static_mask_for(context, chip)
+                        if sm is not None:
+                            good &= sm
+                        if masks:
+                            good &= fits.getdata(context.abs(masks[k])).astype(bool)
+                        data = chip.sci - np.float32(sky)
+                        w = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
+                                        sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
+                        add_chip(driz, data, pm, exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
+                                 pscale_ratio=rho, input_id=uid - 1, region=region or None)
+                    if not first:
+                        continue
+                    entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
+                             "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
+                             "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
+                             "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
+                             "fillval": "INDEF" if params.fillval is None else str(params.fillval),
+                             "bits": str(sum(params.bits or [])),
+                             "wcsname": str(chip.header.get("WCSNAME", "")),
+                             "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
+                             "mask": masks[k] if masks else ""}
+                    entries.append(entry)
                     if chip.photflam:
-                        chip_phot[chip.detector][0].append(chip.photflam)
+                        photflams.append(chip.photflam)
+                    plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
                     if plam:
-                        chip_phot[chip.detector][1].append(plam)
-            del exp
-        pool.shutdown()
-
-        common = dict(units=params.units, exptime_total=texp, recipe_hash=str(context.options.get(
-            "recipe_hash", "")), ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
-        sci, wht, ctx = _finish(driz, params, fill, texp)
-        del driz
-        hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
-                             root=params.root, **common)
-        paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
+                        photplams.append(plam)
+                    if chip.detector in chip_driz:
+                        sg = subgrids[chip.detector]
+                        pm2 = pixmap_for(chip, sg, params.stepsize)
+                        m = len(chip_entries[chip.detector]) + 1
+                        add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
+                                 pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=m - 1)
+                        e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
+                                  ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
+                                  ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
+                        chip_entries[chip.detector].append(e2)
+                        chip_phot.setdefault(chip.detector, ([], []))
+                        if chip.photflam:
+                            chip_phot[chip.detector][0].append(chip.photflam)
+                        if plam:
+                            chip_phot[chip.detector][1].append(plam)
+                del exp
+            pool.shutdown()
+            if first:
+                common = dict(units=params.units, exptime_total=texp, recipe_hash=str(
+                    context.options.get("recipe_sha256") or context.options.get("recipe_hash") or ""),
+                    ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
+                hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
+                                     root=params.root, **common)
+            sci, wht, ctx = _finish(driz, params, fill, texp)
+            del driz
+            zero_w += int((wht <= 0).sum())
+            if len(bands) == 1:
+                paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
+            else:
+                if writer is None:
+                    names = {k: context.outdir / f"{params.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
+                    writer = BandWriter(names, {k: _kind_header(hdr, k) for k in names}, (ny, nx),
+                                        {"sci": -32, "wht": -32, "ctx": 32})
+                writer.write(sci=sci, wht=wht, ctx=ctx)
+            del sci, wht, ctx
+        if writer is not None:
+            paths = writer.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
                    "ctx": context.rel(paths["ctx"]), "grid": grid_to_product(grid),
-                   "units": params.units, "fillval": params.fillval, "chips": {}}
+                   "units": params.units, "fillval": params.fillval, "chips": {}, "bands": len(bands)}
         for det, d in chip_driz.items():
             s2, w2, c2 = _finish(d, params, fill, texp)
             r2 = f"{params.root}_chip{det}"
@@ -225,13 +259,13 @@ class DrizzleFinalStep(Step):
             p2 = write_products(context.outdir, r2, s2, w2, c2, h2)
             product["chips"][str(det)] = {k: context.rel(v) for k, v in p2.items()}
         context.put("final", product)
-        self._summary(context, grid, sci, wht, fill, time.monotonic() - t0)
+        self._summary(context, grid, zero_w, fill, time.monotonic() - t0, len(bands))
 
-    def _summary(self, context, grid, sci, wht, fill, seconds):
+    def _summary(self, context, grid, nzero, fill, seconds, nbands):
         log = context.log
-        nzero = int((wht == 0).sum())
-        log.info("final: %d x %d pixels at %.4f\"/pix, rot %.2f deg; %d zero-weight pixels = %s; %.1f s",
-                 grid.shape[1], grid.shape[0], grid.scale, grid.orientat, nzero, fill, seconds)
+        log.info("final: %d x %d pixels at %.4f\"/pix, rot %.2f deg; %d zero-weight pixels = %s; "
+                 "%d band(s); %.1f s", grid.shape[1], grid.shape[0], grid.scale, grid.orientat, nzero, fill,
+                 nbands, seconds)
         counts = context.get("cr_counts", {}) or {}
         for root, c in counts.items():
             log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
@@ -276,3 +310,4 @@ def _subgrid(grid: Grid, geoms) -> Grid:
     w.wcs.crpix = [w.wcs.crpix[0] - x0, w.wcs.crpix[1] - y0]
     w.wcs.set()
     return Grid(w, (max(1, y1 - y0), max(1, x1 - x0)))
+

@@ -15,6 +15,7 @@ from drizzleflow.engine.step import Params, Step
 
 from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
                      pixmap_for, sky_for, static_mask_for, write_image)
+from .banding import BandWriter, bands, region
 from .geometry import check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import grid_to_product
@@ -47,6 +48,8 @@ class DrizzleSeparateStep(Step):
             "exptime", description="Weight per exposure: exptime, expsq (exptime²) or a number "
             "multiplying the exposure time.")
         stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
+        band_mb: int = Field(96, ge=8, le=65536, description="Memory (MB) for the output accumulators of "
+                             "one single drizzle; larger grids are drizzled in bands of rows.")
 
     def run(self, context, params):
         force = bool(context.options.get("force", False))
@@ -66,32 +69,61 @@ class DrizzleSeparateStep(Step):
         recs = exposure_records(context, self.name)
 
         clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
+        row_bands = bands(grid.shape[0], grid.shape[1], params.band_mb, bytes_per_pixel=24)
 
         def one(rec, exp=None):
             if exp is None:
                 exp = load_exposure(context, rec, cache=False)
-            driz = new_drizzle(grid.shape, params.kernel, params.fillval, context=False)
-            for i, chip in enumerate(exp.chips, 1):
+            prepared = []
+            for chip in exp.chips:
                 good = good_from_bits(chip.dq, params.bits)
                 sm = static_mask_for(context, chip)
                 if sm is not None:
                     good &= sm
                 weight = good.astype(np.float32) * np.float32(_wscale(params.wt_scl, chip.exptime))
                 data = chip.sci - np.float32(sky_for(context, chip, "computed"))
-                pm = pixmap_for(chip, grid, params.stepsize)
-                add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
-                         pscale_ratio=grid.scale / chip.pscale, input_id=i - 1)
-            sci, wht = _finish(driz)
-            del driz
-            w = wht[wht > 1e-8]
-            wmean = float(w.mean()) if w.size else 0.0
+                prepared.append((chip, data, weight, pixmap_for(chip, grid, params.stepsize)))
             h = hdr.copy()
             h["BUNIT"] = "ELECTRONS/S"
             h["EXPTIME"] = exp.exptime
             p_sci = context.path("chain", "single", f"{exp.root}_single_sci.fits")
             p_wht = context.path("chain", "single", f"{exp.root}_single_wht.fits")
-            write_image(p_sci, sci, h)
-            write_image(p_wht, wht, h)
+            wsum, wcount = 0.0, 0
+            writer = None
+            try:
+                for y0, y1 in row_bands:
+                    driz = new_drizzle((y1 - y0, grid.shape[1]), params.kernel, params.fillval, context=False)
+                    for i, (chip, data, weight, pm) in enumerate(prepared):
+                        reg = None
+                        rho = grid.scale / chip.pscale
+                        if len(row_bands) > 1:
+                            pm = pm.copy()
+                            pm[..., 1] -= y0
+                            reg = region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
+                            if reg is False:
+                                continue
+                        add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
+                                 pscale_ratio=rho, input_id=i, region=reg)
+                    sci, wht = _finish(driz)
+                    del driz
+                    w = wht[wht > 1e-8]
+                    wsum += float(w.sum(dtype=np.float64))
+                    wcount += int(w.size)
+                    if len(row_bands) == 1:
+                        write_image(p_sci, sci, h)
+                        write_image(p_wht, wht, h)
+                    else:
+                        if writer is None:
+                            writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
+                        writer.write(sci=sci, wht=wht)
+                    del sci, wht
+                if writer is not None:
+                    writer.close()
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+            wmean = wsum / wcount if wcount else 0.0
             bsky = min(sky_for(context, c, "subtracted") for c in exp.chips)
             rn = float(np.sqrt(np.mean([c.rdnoise ** 2 for c in exp.chips])))
             return {"root": exp.root, "sci": context.rel(p_sci), "wht": context.rel(p_wht),

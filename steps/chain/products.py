@@ -95,16 +95,21 @@ def linear_wcs_header(wcs) -> fits.Header:
     return h
 
 
+def _kind_header(header, kind):
+    """The product header specialised for the sci, wht or ctx file."""
+    h = header.copy()
+    if kind == "wht":
+        h["BUNIT"] = ("UNITLESS", "weight: effective exposure time (s)")
+    elif kind == "ctx":
+        h["BUNIT"] = ("UNITLESS", "bit k-1 of plane (k-1)//32: chip k used")
+    return h
+
+
 def write_products(outdir, root, sci, wht, ctx, header) -> dict:
     """Write ``<root>_drz_sci/wht/ctx.fits`` atomically; return their paths."""
     outdir = Path(outdir)
     paths = {k: outdir / f"{root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
-    h = header.copy()
-    write_image(paths["sci"], sci.astype(np.float32, copy=False), h)
-    hw = header.copy()
-    hw["BUNIT"] = ("UNITLESS", "weight: effective exposure time (s)")
-    write_image(paths["wht"], wht.astype(np.float32, copy=False), hw)
-    hc = header.copy()
-    hc["BUNIT"] = ("UNITLESS", "bit k-1 of plane (k-1)//32: chip k used")
-    write_image(paths["ctx"], ctx.astype(np.int32, copy=False), hc)
+    write_image(paths["sci"], sci.astype(np.float32, copy=False), _kind_header(header, "sci"))
+    write_image(paths["wht"], wht.astype(np.float32, copy=False), _kind_header(header, "wht"))
+    write_image(paths["ctx"], ctx.astype(np.int32, copy=False), _kind_header(header, "ctx"))
     return paths
