@@ -70,6 +70,9 @@ def cmd_run(args):
 
 def cmd_validate(args):
     from .recipe import load_recipe
+    from .sweep import cli_validate, is_sweep_recipe
+    if is_sweep_recipe(args.recipe):
+        return cli_validate(args)
     recipe = load_recipe(args.recipe, args.overrides)
     n = len(recipe.steps)
     inputs = (f"{len(recipe.input_files)} input files" if recipe.input_files is not None

@@ -86,12 +86,10 @@ def test_killed_sweep_resumes_with_remaining_points(tmp_path):
     assert len(t) == 7 and list(t["point"]) == [f"{i:03d}" for i in range(7)]
 
 
-def test_cli_validate_function_for_sweeps(tmp_path, capsys, monkeypatch):
-    import argparse
-
-    from drizzleflow.engine.sweep import cli_validate
+def test_cli_validate_sweep_recipe(tmp_path, capsys, monkeypatch):
+    """`drizzleflow validate` on a sweep whose base itself extends a defaults recipe."""
     _write(tmp_path)
     monkeypatch.chdir(tmp_path)
-    assert cli_validate(argparse.Namespace(recipe="sweep.yaml", overrides=["source.length=32"])) == 0
+    assert main(["validate", "sweep.yaml", "source.length=32"]) == 0
     out = capsys.readouterr().out
     assert "OK — sweep of 7 points" in out and "#006 " in out
