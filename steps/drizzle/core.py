@@ -433,7 +433,7 @@ class Drizzle:
                 for job, ch in zip(jobs, pool.map(
                         lambda j: _core.chunk_yranges(j.pixmap, j.support, _CHUNK), jobs)):
                     job.chunks = ch
-                bands = _bands(ny, 4 * threads)
+                bands = _bands(ny, 2 * threads)
                 list(pool.map(lambda b: [self._run(job, *b) for job in jobs], bands))
         self.ninputs += len(jobs)
         return sum(job.nskipped for job in jobs)
