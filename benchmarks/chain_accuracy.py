@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/chain_accuracy.py [--size 800] [--nexp 6] [--workdir DIR]
-        [--no-align] [--fix-sim-badcols]
+        [--no-align]
 
 Simulates the M2 set, ingests it (updatewcs), optionally puts the TRUE
 pointing into the working copies (what a perfect alignment step does; the
@@ -15,10 +15,6 @@ and prints: CR event recall, the fraction of flagged clean pixels more than
 the central 500x500 (0.046" pixels) of each chip, plus time and peak RSS per
 step.
 
-``--fix-sim-badcols`` works around a simulator defect seen while writing this
-(``steps/simulate/detector.py``: the start row of a dead column is found with
-``argmax`` over DQ bit 2, which the vignetted rows share, so the whole column
-is dimmed while only part of it is flagged); remove it once fixed there.
 """
 from __future__ import annotations
 
@@ -45,21 +41,6 @@ TUTORIAL = [
 ]
 
 
-def patch_simulator_badcols():
-    from drizzleflow.steps.simulate import detector as D
-    orig = D.static_defects
-
-    def fixed(seed, size, detector, params):
-        dq, dark, badcols = orig(seed, size, detector, params)
-        spec = D.chip_specs(size)[detector]
-        out = []
-        for c, _start in badcols:
-            rows = np.nonzero(dq[spec.edge_y:, c] & D.DQ_BADCOL)[0]
-            out.append((c, int(rows[0]) + spec.edge_y if rows.size else size))
-        return dq, dark, out
-    D.static_defects = fixed
-
-
 def align_to_truth(outdir, data):
     from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
     for row in Table.read(data / "truth" / "pointing.ecsv"):
@@ -81,7 +62,6 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/drizzleflow_accuracy")
     ap.add_argument("--no-align", action="store_true", help="keep the header pointing (tutorial's first run)")
-    ap.add_argument("--fix-sim-badcols", action="store_true")
     a = ap.parse_args(argv)
 
     from drizzleflow.engine import registry
@@ -92,8 +72,6 @@ def main(argv=None):
     wd = Path(a.workdir)
     shutil.rmtree(wd, ignore_errors=True)
     data, out = wd / "data", wd / "out"
-    if a.fix_sim_badcols:
-        patch_simulator_badcols()
     simulate_m2(data, seed=a.seed, size=a.size, nexp=a.nexp)
     out.mkdir(parents=True)
     ctx = Context(outdir=out, inputs=sorted(data.glob("*_c0m.fits")),

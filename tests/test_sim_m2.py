@@ -280,3 +280,19 @@ def test_blooming_conserves_charge_along_the_column():
     full = np.flatnonzero(out[:, 2] >= 53000.0 - 1e-6)
     assert np.all(np.diff(full) == 1) and full.size == 12          # one contiguous trail (700 ke- = 13.2 full wells)
     np.testing.assert_array_equal(out[:, [0, 1, 3, 4]], img[:, [0, 1, 3, 4]])
+
+
+def test_dead_column_stretches_are_flagged_exactly():
+    """Only the flagged part of a bad column is dimmed: the flag bit is shared with the
+    vignetted edge, so the start row must come from the simulator, not the DQ array."""
+    from drizzleflow.steps.simulate.detector import DQ_BADCOL, DetectorParams, static_defects
+    size = 256
+    for det in (1, 2, 3, 4):
+        dq, _, badcols = static_defects(5, size, det, DetectorParams())
+        spec = chip_specs(size)[det]
+        assert badcols
+        for col, start in badcols:
+            flagged = (dq[:, col] & DQ_BADCOL) != 0
+            assert flagged[start:].all()
+            # above the vignetted edge and before the dead stretch, the column is clean
+            assert not flagged[spec.edge_y:start].any()

@@ -88,9 +88,11 @@ def static_defects(seed, size, detector, params: DetectorParams):
     frac = (size / 800.0) ** 2
     cols = rng.choice(np.arange(spec.edge_x + 5, size - 5), size=max(1, int(round(params.n_badcols * size / 800))),
                       replace=False)
+    badcols = []
     for c in cols:
         start = int(rng.integers(0, size // 2))
         dq[start:, c] |= DQ_BADCOL          # dead from ``start`` up; render_chip dims it
+        badcols.append((int(c), start))
     n_hot = max(1, int(round(params.n_hot * frac)))
     n_warm = max(1, int(round(params.n_warm * frac)))
     pix = rng.choice(size * size, size=n_hot + n_warm, replace=False)
@@ -100,7 +102,8 @@ def static_defects(seed, size, detector, params: DetectorParams):
     dark[warm] = rng.normal(0.0, 3.0, n_warm)           # residual after repair
     dq.ravel()[hot] |= DQ_HOT
     dq.ravel()[warm] |= DQ_WARM_REPAIRED
-    badcols = [(int(c), int(np.argmax(dq[:, c] & DQ_BADCOL))) for c in cols]
+    # (the start row is kept as drawn: DQ_BADCOL shares its bit with the vignetted
+    # edge, so it cannot be recovered from the DQ array)
     return dq, dark.reshape(size, size), badcols
 
 
