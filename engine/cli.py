@@ -10,7 +10,9 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -262,6 +264,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("drizzleflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
     return int(rc or 0)
 
 
