@@ -56,8 +56,9 @@ def parse_bits(value, nbits: int = 16):
     Parameters
     ----------
     value : None, int, str or sequence of int
-        ``None``/``'INDEF'``/``'None'`` -> ``None`` (no flag ignored: every flagged
-        pixel is bad); an integer mask (``1032``) or a list of flags
+        ``None``/``'INDEF'``/``'None'`` -> ``None``: the DQ array is ignored and
+        every pixel counts as good (AstroDrizzle's ``final_bits=None``, astropy's
+        ``ignore_flags=None``); an integer mask (``1032``) or a list of flags
         (``[8, 1024]``); a string ``'8,1024'``, ``'8+1024'``, ``'8 1024'`` or
         ``'1032'``; ``'~4'`` (or ``'~4,8'``) means every flag *except* those, up
         to ``nbits``.
@@ -116,9 +117,10 @@ def parse_bits(value, nbits: int = 16):
     return _flags_of(mask)
 
 
-def bits_to_mask(bits) -> int:
-    """The integer mask of a normalised bit list (``None`` -> 0)."""
-    return sum(parse_bits(bits) or [])
+def bits_to_mask(bits, nbits: int = 16) -> int:
+    """The integer mask of ignored flags (``None`` -> all ``nbits`` flags: DQ ignored)."""
+    flags = parse_bits(bits, nbits)
+    return (1 << nbits) - 1 if flags is None else sum(flags)
 
 
 def parse_floats(value, n: int | None = None) -> list[float]:

@@ -177,3 +177,14 @@ def test_electron_noise_model_flags_few_sky_pixels():
     diff = np.abs(data - blot)
     ok1 = diff <= 5.5 * noise_bug
     assert (~(diff <= 3.5 * noise_bug)).mean() > 0.05 and (~ok1).mean() > 0.01
+
+
+def test_bits_none_ignores_the_dq_array():
+    """AstroDrizzle's final_bits=None turns DQ masking off; 0 makes every flag bad."""
+    import numpy as np
+
+    from drizzleflow.steps.chain.common import good_from_bits
+    dq = np.array([0, 8, 1024, 4096, 8 | 1024], dtype=np.uint16)
+    assert good_from_bits(dq, None).all()
+    assert good_from_bits(dq, []).tolist() == [True, False, False, False, False]
+    assert good_from_bits(dq, [8, 1024]).tolist() == [True, True, True, False, True]

@@ -20,7 +20,7 @@ def test_parse_bits_inversion():
     flags = parse_bits("~4")
     assert 4 not in flags and len(flags) == 15 and sum(flags) == 65535 - 4
     assert bits_to_mask("~4,8") == 65535 - 12
-    assert bits_to_mask("8,1024") == 1032 and bits_to_mask(None) == 0
+    assert bits_to_mask("8,1024") == 1032 and bits_to_mask(None) == 65535
 
 
 @pytest.mark.parametrize("bad", ["8,x", -1, True, 2.5, [1.5], {"a": 1}, 1 << 16])

@@ -15,6 +15,8 @@ from astropy.io import fits
 from drizzleflow.engine.atomic import atomic_path
 from drizzleflow.engine.errors import StepError
 
+from ..instruments.bits import good_mask
+
 __all__ = ["load_exposure", "clear_cache", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
            "pixmap_for", "new_drizzle", "add_chip", "blot_chip", "THREADS"]
@@ -99,12 +101,10 @@ def chip_key(chip) -> str:
 def good_from_bits(dq, bits) -> np.ndarray:
     """True where a pixel is usable: only flags listed in ``bits`` may be set.
 
-    ``bits`` is the normalised list from ``engine.legacy.Bits`` (``None`` = no
-    flag is acceptable, i.e. every flagged pixel is bad).
+    ``bits`` is the normalised list from ``engine.legacy.Bits``; ``None`` ignores
+    the DQ array (every pixel good), as AstroDrizzle's ``final_bits=None``.
     """
-    mask = sum(bits or [])
-    dq = np.asarray(dq)
-    return (dq.astype(np.uint32) & (~mask & 0xFFFFFFFF)) == 0
+    return good_mask(dq, bits)
 
 
 def sky_for(context, chip, kind: str = "computed") -> float:
