@@ -42,6 +42,7 @@ from drizzleflow.engine.errors import InputFileError, ReferenceFileError
 from drizzleflow.steps.wcs_tools import altwcs, wcscorr
 
 from . import reference_files
+from .reference_files import troll  # the V3 roll at an aperture (one formula for simulator and updatewcs)
 from .constants import REFERENCE_CHIP
 
 __all__ = ["IDCModel", "resolve_reference", "read_idc_model", "read_offtab", "read_dgeo_dy",
@@ -167,32 +168,6 @@ def read_dgeo_dy(path, detector):
 
 
 # --------------------------------------------------------------------------- geometry
-def troll(pa_v3, dec, v2, v3):
-    """Position angle (deg) of the V3 axis at an aperture at (v2, v3) arcsec when
-    the roll at V1 is ``pa_v3`` and the aperture points at declination ``dec``.
-
-    Spherical triangle V1 - aperture - north pole (C. Cox's generic conversion,
-    the formula HST ground software and stwcs use).
-    """
-    roll, d = math.radians(pa_v3), math.radians(dec)
-    a2, a3 = math.radians(v2 / 3600.0), math.radians(v3 / 3600.0)
-    s2, s3 = math.sin(a2), math.sin(a3)
-    sin_rho = math.sqrt(s2 * s2 + s3 * s3 - s2 * s2 * s3 * s3)
-    if sin_rho == 0.0:
-        return pa_v3
-    rho = math.asin(sin_rho)
-    beta = math.asin(s3 / sin_rho)
-    if a2 < 0:
-        beta = math.pi - beta
-    gamma = math.asin(s2 / sin_rho)
-    if a3 < 0:
-        gamma = math.pi - gamma
-    big_a = math.pi / 2.0 + roll - beta
-    big_b = math.atan2(math.sin(big_a) * math.cos(d),
-                       math.sin(d) * sin_rho - math.cos(d) * math.cos(rho) * math.cos(big_a))
-    return math.degrees(math.pi - (gamma + big_b))
-
-
 def _diff_angle(a, b):
     return (a - b - 180.0) % 360.0 - 180.0
 
