@@ -25,8 +25,6 @@ import shutil
 import time
 from pathlib import Path
 
-from astropy.io import fits
-from astropy.table import Table
 
 TUTORIAL = [
     ("static_mask", {}),
@@ -38,20 +36,6 @@ TUTORIAL = [
     ("drizzle_final", {"wht_type": "EXP", "wt_scl": "exptime", "pixfrac": 1.0, "fillval": 99999,
                        "bits": "8,1024"}),
 ]
-
-
-def align_to_truth(outdir, data):
-    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
-    for row in Table.read(data / "truth" / "pointing.ecsv"):
-        path = outdir / "work" / f"{row['root']}_c0m.fits"
-        upd = {}
-        with fits.open(path) as h:
-            for e in h[1:]:
-                if e.header.get("EXTNAME") == "SCI":
-                    upd[e.header["EXTVER"]] = {
-                        "CRVAL1": e.header["CRVAL1"] + row["ra_ref_true"] - row["ra_ref_header"],
-                        "CRVAL2": e.header["CRVAL2"] + row["dec_ref_true"] - row["dec_ref_header"]}
-        set_sci_keywords(path, upd)
 
 
 def main(argv=None):
@@ -85,7 +69,7 @@ def main(argv=None):
         times[name] = (round(time.perf_counter() - t0, 2),
                        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
         if name == "ingest" and not a.no_align:
-            align_to_truth(out, data)
+            v.align_to_truth(out, data)
     result = {
         "aligned_to_truth": not a.no_align,
         "steps_seconds_peakMiB": times,

@@ -9,7 +9,6 @@ then runs the chain as the tutorial's first call does.
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 
 from drizzleflow.engine.step import Context
 from drizzleflow.steps.chain.blot import BlotStep
@@ -42,21 +41,6 @@ def _run(ctx, plan):
         cls().run(ctx, cls.Params(**kw))
 
 
-def _align_to_truth(ctx, data):
-    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
-    pt = Table.read(data / "truth" / "pointing.ecsv")
-    for row in pt:
-        path = ctx.outdir / "work" / f"{row['root']}_c0m.fits"
-        upd = {}
-        with fits.open(path) as h:
-            for e in h[1:]:
-                if e.header.get("EXTNAME") == "SCI":
-                    upd[e.header["EXTVER"]] = {
-                        "CRVAL1": e.header["CRVAL1"] + row["ra_ref_true"] - row["ra_ref_header"],
-                        "CRVAL2": e.header["CRVAL2"] + row["dec_ref_true"] - row["dec_ref_header"]}
-        set_sci_keywords(path, upd)
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     from drizzleflow.steps.simulate.m2 import simulate_m2
@@ -73,7 +57,7 @@ def run(sim, tmp_path_factory):
                   options={"uref": str(sim / "uref") + "/", "force": False})
     ctx.step_name = "ingest"
     Ingest().run(ctx, Ingest.Params(updatewcs=True))
-    _align_to_truth(ctx, sim)
+    validation.align_to_truth(ctx.outdir, sim)
     _run(ctx, TUTORIAL)
     return ctx
 

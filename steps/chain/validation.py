@@ -19,7 +19,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-__all__ = ["cr_metrics", "coverage_count", "star_cores_flagged", "star_photometry", "weight_boxes"]
+__all__ = ["cr_metrics", "coverage_count", "star_cores_flagged", "star_photometry", "weight_boxes",
+           "align_to_truth"]
 
 
 def _label(mask):
@@ -317,3 +318,23 @@ def weight_boxes(final_wht, work_dir, box_ref=500, ref_scale=0.046):
             name = "PC1" if det == 1 else f"WF{det}"
             out[name] = {"median": float(np.median(v)), "std": float(np.std(v)), "side": int(x1 - x0)}
     return out
+
+
+def align_to_truth(outdir, data_dir):
+    """Put the simulator's TRUE pointing into the working copies in ``outdir/work``.
+
+    What a perfect alignment step would do: the simulated headers carry 0.02-0.05"
+    pointing errors (truth/pointing.ecsv), which is a shift of every chip's CRVAL.
+    Used to measure the chain's accuracy apart from the alignment's.
+    """
+    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
+    for row in Table.read(Path(data_dir) / "truth" / "pointing.ecsv"):
+        path = Path(outdir) / "work" / f"{row['root']}_c0m.fits"
+        upd = {}
+        with fits.open(path) as h:
+            for e in h[1:]:
+                if e.header.get("EXTNAME") == "SCI":
+                    upd[e.header["EXTVER"]] = {
+                        "CRVAL1": e.header["CRVAL1"] + row["ra_ref_true"] - row["ra_ref_header"],
+                        "CRVAL2": e.header["CRVAL2"] + row["dec_ref_true"] - row["dec_ref_header"]}
+        set_sci_keywords(path, upd)
