@@ -35,7 +35,7 @@ AD_SWITCHES = {"static": "static_mask", "skysub": "sky", "driz_separate": "drizz
                "median": "median", "blot": "blot", "driz_cr": "cosmic_rays", "driz_combine": "drizzle_final"}
 #: Keywords the engine handles itself or that have no meaning here, with the reason.
 AD_ENGINE = {
-    "output": "becomes the recipe's `output:`",
+    "output": "becomes drizzle_final's product root (`<root>_drz_sci.fits`) and names the output directory",
     "input": "becomes the recipe's `input:`",
     "num_cores": "use --workers N / executor: {kind: threads}",
     "context": "the context image is always written",
@@ -108,12 +108,16 @@ def import_astrodrizzle(text, output="drizzleflow_output"):
         for alias in cls.aliases:
             owners.setdefault(alias, []).append(sname)
     inputs = kwargs.pop("input", args[0] if args else None)
-    output = kwargs.pop("output", None) or output
+    root = kwargs.pop("output", None)  # AstroDrizzle's output is the products' root name
+    if root:
+        output = f"{root}_output"
     if inputs is None:
         raise RecipeError("the call names no input (first argument)", where="import-astrodrizzle")
 
     chain = [s for s in AD_CHAIN if s in reg]
     params: dict[str, dict] = {s: {} for s in chain}
+    if root and "drizzle_final" in params and "root" in reg["drizzle_final"].Params.model_fields:
+        params["drizzle_final"]["root"] = root
     enabled = {s: True for s in chain}
     warnings, comments = [], []
     for kw, value in kwargs.items():

@@ -194,6 +194,16 @@ def test_import_astrodrizzle_maps_toy_alias_and_reports_unknown(work, incli):
     assert p.returncode == 2 and "only literal values" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_import_astrodrizzle_output_is_the_product_root(work, incli):
+    """AstroDrizzle's output='m2' names m2_drz_sci.fits: the final step's root, not a folder."""
+    p = incli("import-astrodrizzle", "AstroDrizzle('*c0m.fits', output='m2', final_pixfrac=0.8)", cwd=work)
+    assert p.returncode == 0, p.stderr
+    data, _ = load_yaml(p.stdout, filename="<import>")
+    final = {s["name"]: s for s in data["steps"]}["drizzle_final"]
+    assert final["params"] == {"root": "m2", "pixfrac": 0.8}
+    assert data["output"] == "m2_output"
+
+
 def test_bad_override_syntax(work, incli):
     (work / "r.yaml").write_text('input: "*.dat"\nsteps: [{step: toy_source}]\n')
     p = incli("validate", "r.yaml", "toy_source.length", cwd=work)
