@@ -552,6 +552,14 @@ def _validate_params(entry: _Entry, cls: type[Step]) -> Params:
         raise RecipeError(str(exc), where=entry.where, key=entry.name) from None
 
 
+def _literal_choices(annotation) -> list[str]:
+    """The string values of the Literal types inside an annotation (Optional, Union)."""
+    import typing
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    return [c for arg in typing.get_args(annotation) for c in _literal_choices(arg)]
+
+
 def _params_error(exc: ValidationError, entry: _Entry, cls: type[Step]) -> RecipeError:
     """Turn the first pydantic error into a RecipeError with position, key and what is allowed."""
     lines = []
@@ -573,6 +581,12 @@ def _params_error(exc: ValidationError, entry: _Entry, cls: type[Step]) -> Recip
             if not hint:
                 msg += f" (parameters: {', '.join(fields)})"
             where = origin.where(key=True) if origin else entry.where
+        elif err["type"] == "literal_error" and pkey in fields:
+            # pydantic's text already lists the choices: say it once, with a suggestion
+            given = err.get("input")
+            hint = registry.suggest(given, _literal_choices(fields[pkey].annotation)) if isinstance(given, str) else ""
+            msg = f"{given!r} is not allowed; allowed: {allowed(fields[pkey])}{hint}"
+            where = origin.where(sub=loc[1:]) if origin else entry.where
         else:
             msg = err["msg"]
             if pkey in fields:

@@ -87,6 +87,16 @@ def test_out_of_range_gives_allowed_range(work, incli):
     assert p.returncode == 2 and "toy_scale.factor (given as toy_factor)" in p.stderr and "<= 100" in p.stderr
 
 
+def test_bad_choice_names_the_choices_and_the_nearest(work, incli):
+    """A misspelt choice on a real step (issue 6: unknown combine_type) is one clear line."""
+    (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: median, params: {combine_type: minmedd}}\n')
+    p = incli("validate", "r.yaml", cwd=work)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    line = own_lines(p.stderr)[0]
+    assert line.startswith("drizzleflow: error: r.yaml:3:43: median.combine_type: 'minmedd' is not allowed; allowed:")
+    assert line.endswith("did you mean `minmed`?") and line.count("imedian") == 1
+
+
 def test_yaml12_values_reach_the_validator_as_written(work, incli):
     # `mode: on` stays the string "on" (YAML 1.1 would make it True) and is then refused by the pattern
     (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale, '
