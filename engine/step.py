@@ -74,6 +74,13 @@ class Context:
     #: names passed to put() since the runner last cleared it (the current step's products)
     written: set = field(default_factory=set)
 
+    def __getstate__(self):
+        """Pickle without the executor: work items shipped to Dask workers (which
+        capture the context in their closures) must not carry the client."""
+        state = self.__dict__.copy()
+        state["executor"] = None
+        return state
+
     # -- paths ---------------------------------------------------------
     def path(self, *parts) -> Path:
         """A path inside the output directory (parents created)."""
