@@ -30,7 +30,7 @@ from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
 from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
-                     pixmap_for, sky_for, static_mask_for)
+                     pixmap_for, sky_for)
 from .geometry import check_overlap, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -157,38 +157,68 @@ class DrizzleFinalStep(Step):
         sci_name = f"{params.root}_drz_sci.fits"
         writer = None
         zero_w = 0
+        # output rows each chip can reach (from its outline), so a band skips the
+        # chips -- and the exposures -- that cannot land in it without computing
+        # their pixel maps; the exact test is still region() on the pixel map
+        rows = _chip_rows(geoms, grid) if len(bands) > 1 else None
+        first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
+        if rows is not None and first_uid[-1] != len(rows):
+            rows = None   # records without chip counts: no skipping
+        masks_read: dict = {}
+
+        def mask(kind, key, path):
+            # static and CR masks are small and used by every band: read once
+            if (kind, key) not in masks_read:
+                masks_read[(kind, key)] = fits.getdata(path).astype(bool)
+            return masks_read[(kind, key)]
+
         for bi, (y0, y1) in enumerate(bands):
             first = bi == 0
+
+            def reaches(uid0, rho):
+                if rows is None:
+                    return True
+                lo, hi = rows[uid0]
+                pad = 3.0 * params.pixfrac / rho + 3.0 + 2.0
+                return hi > y0 - pad and lo < y1 - 1 + pad
+
+            todo = [n for n in range(len(recs)) if first or rows is None
+                    or any(reaches(u, grid.scale / geoms[u].pscale) for u in range(first_uid[n], first_uid[n + 1]))]
             driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
-            uid = 0
             # read the next exposure while the core (GIL released) drizzles this one
             pool = ThreadPoolExecutor(max_workers=1)
-            nxt = pool.submit(load_exposure, context, recs[0], False)
+            nxt = pool.submit(load_exposure, context, recs[todo[0]], False) if todo else None
+            uid_run = 0
             desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
-            for n, rec in enumerate(context.progress(recs, desc=desc)):
+            for i, n in enumerate(context.progress(todo, desc=desc)):
                 exp = nxt.result()
-                if n + 1 < len(recs):
-                    nxt = pool.submit(load_exposure, context, recs[n + 1], False)
+                if i + 1 < len(todo):
+                    nxt = pool.submit(load_exposure, context, recs[todo[i + 1]], False)
                 if first:
                     texp += exp.exptime
                     nexp += 1
                 masks = crmasks.get(exp.root)
+                uid = int(first_uid[n]) if rows is not None else uid_run
                 for k, chip in enumerate(exp.chips):
                     uid += 1
                     rho = grid.scale / chip.pscale
-                    pm = pixmap_for(chip, grid, params.stepsize)
-                    region = None
-                    if len(bands) > 1:
-                        pm[..., 1] -= y0
-                        region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
                     sky = sky_for(context, chip, "computed")
+                    region = None
+                    if not reaches(uid - 1, rho):
+                        region = False
+                    else:
+                        pm = pixmap_for(chip, grid, params.stepsize)
+                        if len(bands) > 1:
+                            pm[..., 1] -= y0
+                            region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
                     if region is not False:
                         good = good_from_bits(chip.dq, params.bits)
-                        sm = static_mask_for(context, chip)
-                        if sm is not None:
-                            good &= sm
+                        sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
+                        sm_rel = (context.get("static_masks", {}) or {}).get(sig)
+                        if sm_rel:
+                            good &= mask("static", sig, context.abs(sm_rel))
                         if masks:
-                            good &= fits.getdata(context.abs(masks[k])).astype(bool)
+                            good &= mask("cr", masks[k], context.abs(masks[k]))
                         data = chip.sci - np.float32(sky)
                         w = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
                                         sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
@@ -226,6 +256,7 @@ class DrizzleFinalStep(Step):
                             chip_phot[chip.detector][0].append(chip.photflam)
                         if plam:
                             chip_phot[chip.detector][1].append(plam)
+                uid_run = uid
                 del exp
             pool.shutdown()
             if first:
@@ -282,6 +313,23 @@ def _finish(driz, params, fill, texp):
         sci *= np.float32(texp)
     sci[wht <= 0] = np.float32(fill)
     return sci, wht, ctx.astype(np.int32, copy=False)
+
+
+def _chip_rows(geoms, grid):
+    """(lowest, highest) output row each chip's outline reaches on ``grid``;
+    unbounded when the outline cannot be placed on the grid."""
+    from .output_wcs import footprint
+    out = []
+    for g in geoms:
+        fp = footprint(g.wcs, g.shape, nedge=64)
+        try:
+            with np.errstate(invalid="ignore"):
+                _x, y = grid.wcs.all_world2pix(fp[:, 0], fp[:, 1], 0, quiet=True)
+            y = np.asarray(y, dtype=float)
+        except Exception:  # noqa: BLE001 - no convergence far off the grid: keep the chip
+            y = np.array([np.nan])
+        out.append((float(y.min()), float(y.max())) if np.isfinite(y).all() else (-np.inf, np.inf))
+    return out
 
 
 def _mean(v):

@@ -7,6 +7,7 @@ so a bad sixth file stops the run before the first file is copied.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -156,8 +157,12 @@ def _check_instrument(hdul, path):
         raise InputFileError(path, f"INSTRUME is {shown!r}; drizzleflow reads {INSTRUMENT} files only")
 
 
-def check_pair(sci_path, dq_path=None) -> InputPair:
+def check_pair(sci_path, dq_path=None, *, opened=None) -> InputPair:
     """Check one science file and its DQ partner; return the pair description.
+
+    ``opened``, if given, is a callable ``opened(path) -> HDUList`` that
+    returns files the caller has already read (``open_exposure`` checks and
+    reads each file once); the HDULists are then not closed here.
 
     Raises
     ------
@@ -171,14 +176,15 @@ def check_pair(sci_path, dq_path=None) -> InputPair:
     if not dq_path.exists():
         raise InputFileError(sci_path, f"its data-quality file {dq_path} is missing "
                                        "(WFPC2 DQ lives in the matching _c1m/_c1f file)")
-    with read_fits(sci_path) as sci:
+    use = (lambda p: contextlib.nullcontext(opened(p))) if opened else read_fits
+    with use(sci_path) as sci:
         _check_instrument(sci, sci_path)
         kind = file_kind(sci, sci_path)
         shapes = group_shapes(sci, kind)
         root = rootname(sci_path, sci[0].header)
     if not shapes or any(len(s) != 2 for s in shapes):
         raise InputFileError(sci_path, "has no 2-D science groups")
-    with read_fits(dq_path) as dq:
+    with use(dq_path) as dq:
         dkind = file_kind(dq, dq_path)
         dshapes = group_shapes(dq, dkind)
     if len(dshapes) != len(shapes):

@@ -79,47 +79,62 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None) -> Expo
         Chips in electrons (float32), DQ uint16, full WCS, gain, read noise,
         exposure time, undistorted pixel scale, PHOTFLAM per e-/s.
     """
-    pair = check_pair(sci_path, dq_path)
-    if pair.kind != "mef":
-        raise InputFileError(sci_path, "waivered (c0f) file: convert it with waivered_to_mef or the ingest step first")
+    files = {}
+
+    def opened(path):
+        # each file is read once: the pair check and the chips share it
+        if path not in files:
+            files[path] = read_fits(path)
+        return files[path]
+
+    try:
+        pair = check_pair(sci_path, dq_path, opened=opened)
+        if pair.kind != "mef":
+            raise InputFileError(sci_path, "waivered (c0f) file: convert it with waivered_to_mef or the "
+                                 "ingest step first")
+        return _build_exposure(pair, opened(pair.sci), opened(pair.dq), ignore_bits, source)
+    finally:
+        for h in files.values():
+            h.close()
+
+
+def _build_exposure(pair, sci, dqf, ignore_bits, source) -> Exposure:
     clear = bits_mask(ignore_bits) or 0
-    with read_fits(pair.sci) as sci, read_fits(pair.dq) as dqf:
-        primary = sci[0].header.copy()
-        root = rootname(pair.sci, primary)
-        exptime = float(primary.get("EXPTIME", 0.0))
-        scis = sci_extensions(sci)
-        dqs = dq_extensions(dqf)
-        chips = []
-        for i, (sh, dh) in enumerate(zip(scis, dqs), start=1):
-            hdr = sh.header
-            det = int(hdr.get("DETECTOR", primary.get("DETECTOR", i)))
-            atod = primary.get("ATODGAIN", hdr.get("ATODGAIN"))
-            try:
-                gain, rdnoise = detector_gain(atod, det)
-            except KeyError as exc:
-                raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
-            data = np.asarray(sh.data, dtype=np.float32)
-            data = np.array(data, dtype=np.float32, order="C")  # native endian copy
-            dq = as_uint16(dh.data).copy()
-            if clear:
-                dq &= np.uint16(~clear & 0xFFFF)
-            bad = ~np.isfinite(data)
-            if bad.any():
-                log.info("%s[sci,%s]: %d non-finite pixels set to 0 and flagged with DQ bit %d",
-                         root, hdr.get("EXTVER", i), int(bad.sum()), NAN_BIT)
-                data[bad] = 0.0
-                dq[bad] |= np.uint16(NAN_BIT)
-            bunit = str(hdr.get("BUNIT", primary.get("BUNIT", "COUNTS"))).upper()
-            if "ELECTRON" not in bunit:
-                data *= np.float32(gain)
-            if "/S" in bunit:
-                data *= np.float32(exptime)
-            wcs = chip_wcs(sci, sci.index_of(sh))
-            photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
-            chips.append(Chip(
-                root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
-                header=hdr.copy(), exptime=exptime, gain=float(gain), rdnoise=float(rdnoise),
-                pscale=chip_pscale(hdr, wcs), photflam=photflam / gain if photflam else 0.0,
-            ))
+    primary = sci[0].header.copy()
+    root = rootname(pair.sci, primary)
+    exptime = float(primary.get("EXPTIME", 0.0))
+    scis = sci_extensions(sci)
+    dqs = dq_extensions(dqf)
+    chips = []
+    for i, (sh, dh) in enumerate(zip(scis, dqs), start=1):
+        hdr = sh.header
+        det = int(hdr.get("DETECTOR", primary.get("DETECTOR", i)))
+        atod = primary.get("ATODGAIN", hdr.get("ATODGAIN"))
+        try:
+            gain, rdnoise = detector_gain(atod, det)
+        except KeyError as exc:
+            raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
+        data = np.array(sh.data, dtype=np.float32, order="C")  # native endian copy
+        dq = as_uint16(dh.data).copy()
+        if clear:
+            dq &= np.uint16(~clear & 0xFFFF)
+        bad = ~np.isfinite(data)
+        if bad.any():
+            log.info("%s[sci,%s]: %d non-finite pixels set to 0 and flagged with DQ bit %d",
+                     root, hdr.get("EXTVER", i), int(bad.sum()), NAN_BIT)
+            data[bad] = 0.0
+            dq[bad] |= np.uint16(NAN_BIT)
+        bunit = str(hdr.get("BUNIT", primary.get("BUNIT", "COUNTS"))).upper()
+        if "ELECTRON" not in bunit:
+            data *= np.float32(gain)
+        if "/S" in bunit:
+            data *= np.float32(exptime)
+        wcs = chip_wcs(sci, sci.index_of(sh))
+        photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
+        chips.append(Chip(
+            root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
+            header=hdr.copy(), exptime=exptime, gain=float(gain), rdnoise=float(rdnoise),
+            pscale=chip_pscale(hdr, wcs), photflam=photflam / gain if photflam else 0.0,
+        ))
     return Exposure(root=root, sci_path=Path(pair.sci), dq_path=Path(pair.dq),
                     source=Path(source) if source else Path(pair.sci), primary=primary, chips=chips)
