@@ -783,6 +783,43 @@ cdef inline double _lerp_at(const double* row, Py_ssize_t nx, double x) noexcept
     return row[il] + (x - <double>il) * (row[il + 1] - row[il])
 
 
+cdef inline void _corner_row(const double* rx, const double* ry, Py_ssize_t nx,
+                             Py_ssize_t cs, Py_ssize_t ce, double dh,
+                             double* lx, double* ly, double* hx, double* hy) noexcept nogil:
+    """Drop corners of one interpolated pixel-map row at ``i - dh`` and ``i + dh``.
+
+    For ``cs <= i <= ce`` (stored at ``i - cs``).  With ``0 < dh < 1`` the
+    left corner of every interior column lies in segment [i-1, i] at fraction
+    ``1 - dh`` and the right one in [i, i+1] at fraction ``dh``, so the
+    interpolation needs no floor or clamp and vectorises; the first and last
+    columns of the image (extrapolated) go through ``_lerp_at``.
+    """
+    cdef Py_ssize_t i, fa = cs, fb = ce + 1
+    cdef double fl = 1.0 - dh
+    if 0.0 < dh < 1.0:
+        if fa < 1: fa = 1
+        if fb > nx - 1: fb = nx - 1
+        if fb < fa: fb = fa
+    else:
+        fa = ce + 1
+        fb = ce + 1
+    for i in range(cs, fa):
+        lx[i - cs] = _lerp_at(rx, nx, <double>i - dh)
+        ly[i - cs] = _lerp_at(ry, nx, <double>i - dh)
+        hx[i - cs] = _lerp_at(rx, nx, <double>i + dh)
+        hy[i - cs] = _lerp_at(ry, nx, <double>i + dh)
+    for i in range(fa, fb):
+        lx[i - cs] = rx[i - 1] + fl * (rx[i] - rx[i - 1])
+        ly[i - cs] = ry[i - 1] + fl * (ry[i] - ry[i - 1])
+        hx[i - cs] = rx[i] + dh * (rx[i + 1] - rx[i])
+        hy[i - cs] = ry[i] + dh * (ry[i + 1] - ry[i])
+    for i in range(fb, ce + 1):
+        lx[i - cs] = _lerp_at(rx, nx, <double>i - dh)
+        ly[i - cs] = _lerp_at(ry, nx, <double>i - dh)
+        hx[i - cs] = _lerp_at(rx, nx, <double>i + dh)
+        hy[i - cs] = _lerp_at(ry, nx, <double>i + dh)
+
+
 # ---------------------------------------------------------------------------
 # separable helpers for turbo / gaussian / lanczos
 # ---------------------------------------------------------------------------
@@ -1004,12 +1041,13 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t y0, Py_ssize_t y1,
                       const double* chunks, Py_ssize_t chunk, Py_ssize_t nchunk,
                       long long* nskipped) noexcept nogil:
-    cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce, tj0, tj1, li0, li1, prev_i
+    cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce, tj0, tj1, li0, li1
     cdef int share = pixfrac == 1.0
     cdef double X, Y, d, w, dh, pfo, fac, efac, es, order, ox, oy, lo, hi
     cdef double xs[4]
     cdef double ys[4]
     cdef double* rows = NULL
+    cdef double* cb = NULL
     cdef double* fx = NULL
     cdef double* fy = NULL
     cdef Scratch sc
@@ -1046,7 +1084,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     elif kernel == K_LANCZOS2 or kernel == K_LANCZOS3:
         pfo = order * pixfrac / pscale
     if kernel == K_SQUARE:
-        rows = <double*>malloc(4 * nx * sizeof(double))
+        rows = <double*>malloc((4 * nx + 8 * chunk) * sizeof(double))
         if rows == NULL:
             return ST_NOMEM
         qx = <double*>malloc(10 * TILE_ROWS * chunk * sizeof(double))
@@ -1110,7 +1148,10 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
               li1 = ce + 2 if ce + 2 <= nx else nx
               _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx, li0, li1)
               _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx, li0, li1)
-          prev_i = -2
+              cb = rows + 4 * nx
+              _corner_row(rows, rows + nx, nx, cs, ce, dh, cb, cb + chunk, cb + 2 * chunk, cb + 3 * chunk)
+              _corner_row(rows + 2 * nx, rows + 3 * nx, nx, cs, ce, dh, cb + 4 * chunk, cb + 5 * chunk,
+                          cb + 6 * chunk, cb + 7 * chunk)
           for i in range(cs, ce + 1):
               k = j * nx + i
               if mask != NULL and mask[k] == 0:
@@ -1128,26 +1169,17 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
               X = pm[2 * k]
               Y = pm[2 * k + 1]
               if kernel == K_SQUARE:
-                  lo = <double>i - dh
-                  hi = <double>i + dh
-                  if share and i == prev_i + 1:
-                      # pixfrac 1: the left corners are the previous pixel's right ones
-                      xs[0] = xs[1]
-                      ys[0] = ys[1]
-                      xs[3] = xs[2]
-                      ys[3] = ys[2]
-                  else:
-                      xs[0] = _lerp_at(rows, nx, lo)
-                      ys[0] = _lerp_at(rows + nx, nx, lo)
-                      xs[3] = _lerp_at(rows + 2 * nx, nx, lo)
-                      ys[3] = _lerp_at(rows + 3 * nx, nx, lo)
-                  prev_i = i
-                  xs[1] = _lerp_at(rows, nx, hi)
-                  ys[1] = _lerp_at(rows + nx, nx, hi)
-                  xs[2] = _lerp_at(rows + 2 * nx, nx, hi)
-                  ys[2] = _lerp_at(rows + 3 * nx, nx, hi)
-                  if not (isfinite(xs[0]) and isfinite(xs[1]) and isfinite(xs[2]) and isfinite(xs[3])
-                          and isfinite(ys[0]) and isfinite(ys[1]) and isfinite(ys[2]) and isfinite(ys[3])):
+                  m = i - cs
+                  xs[0] = cb[m]
+                  ys[0] = cb[chunk + m]
+                  xs[1] = cb[2 * chunk + m]
+                  ys[1] = cb[3 * chunk + m]
+                  xs[2] = cb[6 * chunk + m]
+                  ys[2] = cb[7 * chunk + m]
+                  xs[3] = cb[4 * chunk + m]
+                  ys[3] = cb[5 * chunk + m]
+                  # one test for all eight: a NaN or infinity makes the sum non-finite
+                  if not isfinite(xs[0] + xs[1] + xs[2] + xs[3] + ys[0] + ys[1] + ys[2] + ys[3]):
                       nskipped[0] += 1
                       continue
                   jac = 0.5 * ((xs[1] - xs[3]) * (ys[0] - ys[2]) - (xs[0] - xs[2]) * (ys[1] - ys[3]))
