@@ -17,7 +17,7 @@ from drizzleflow.engine.errors import StepError
 
 from ..instruments.bits import good_mask
 
-__all__ = ["load_exposure", "clear_cache", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["load_exposure", "clear_cache", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
            "pixmap_for", "new_drizzle", "add_chip", "blot_chip", "THREADS"]
 
@@ -52,9 +52,36 @@ def _identity(*paths):
 
 
 def clear_cache():
-    """Forget cached exposures (memory-heavy steps call this first)."""
+    """Forget cached exposures (memory-heavy steps call this first).  The
+    small WCS cache is kept: its keys include the file identity."""
     with _CACHE_LOCK:
         _CACHE.clear()
+
+
+#: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
+#: SCI file's identity and the extension index; shared read-only.
+_WCS: "OrderedDict[tuple, object]" = OrderedDict()
+WCS_CACHE_SIZE = 256
+
+
+def chip_wcs_for(path):
+    """A ``wcs_for(hdul, ext)`` callable serving cached WCS objects of ``path``
+    (the file's identity taken now, before it is read)."""
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_wcs
+    ident = _identity(path)
+
+    def wcs_for(hdul, ext):
+        key = (ident, int(ext))
+        with _CACHE_LOCK:
+            w = _WCS.get(key)
+        if w is None:
+            w = chip_wcs(hdul, ext)
+            with _CACHE_LOCK:
+                _WCS[key] = w
+                while len(_WCS) > WCS_CACHE_SIZE:
+                    _WCS.popitem(last=False)
+        return w
+    return wcs_for
 
 
 def load_exposure(context, rec, cache=True):
@@ -74,7 +101,7 @@ def load_exposure(context, rec, cache=True):
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    exp = open_exposure(sci, dq, ignore_bits=CR_BIT)
+    exp = open_exposure(sci, dq, ignore_bits=CR_BIT, wcs_for=chip_wcs_for(sci))
     for c in exp.chips:
         c.sci.flags.writeable = False
         c.dq.flags.writeable = False

@@ -27,12 +27,14 @@ def gather_geometry(context, step) -> list[ChipGeom]:
     WCS only: no pixel data is read)."""
     from astropy.io import fits
 
-    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, chip_wcs, sci_extensions
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, sci_extensions
 
-    from .common import exposure_records
+    from .common import chip_wcs_for, exposure_records
     out = []
     for rec in exposure_records(context, step):
-        with fits.open(context.abs(rec["sci"]), memmap=True) as hdul:
+        path = context.abs(rec["sci"])
+        chip_wcs = chip_wcs_for(path)
+        with fits.open(path, memmap=True) as hdul:
             prim = hdul[0].header
             root = rec.get("root") or str(prim.get("ROOTNAME", "")).lower()
             for i, h in enumerate(sci_extensions(hdul), 1):

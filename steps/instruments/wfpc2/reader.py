@@ -59,7 +59,7 @@ def chip_pscale(header, wcs=None) -> float:
     return float(np.sqrt(abs(np.linalg.det(cd))) * 3600.0)
 
 
-def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None) -> Exposure:
+def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for=None) -> Exposure:
     """Read a WFPC2 science file (multi-extension, new or old format) and its DQ file.
 
     Parameters
@@ -72,6 +72,9 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None) -> Expo
         DQ bits cleared on reading (e.g. ``resetbits``-style ``"4096"``).
     source : path, optional
         The archive file this working copy came from (recorded in the Exposure).
+    wcs_for : callable, optional
+        ``wcs_for(hdul, ext) -> WCS`` in place of :func:`chip_wcs` (a caller
+        that reads the same file repeatedly can share the WCS objects).
 
     Returns
     -------
@@ -92,13 +95,13 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None) -> Expo
         if pair.kind != "mef":
             raise InputFileError(sci_path, "waivered (c0f) file: convert it with waivered_to_mef or the "
                                  "ingest step first")
-        return _build_exposure(pair, opened(pair.sci), opened(pair.dq), ignore_bits, source)
+        return _build_exposure(pair, opened(pair.sci), opened(pair.dq), ignore_bits, source, wcs_for or chip_wcs)
     finally:
         for h in files.values():
             h.close()
 
 
-def _build_exposure(pair, sci, dqf, ignore_bits, source) -> Exposure:
+def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
     clear = bits_mask(ignore_bits) or 0
     primary = sci[0].header.copy()
     root = rootname(pair.sci, primary)
@@ -129,7 +132,7 @@ def _build_exposure(pair, sci, dqf, ignore_bits, source) -> Exposure:
             data *= np.float32(gain)
         if "/S" in bunit:
             data *= np.float32(exptime)
-        wcs = chip_wcs(sci, sci.index_of(sh))
+        wcs = wcs_for(sci, sci.index_of(sh))
         photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
         chips.append(Chip(
             root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
