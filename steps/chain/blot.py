@@ -3,6 +3,7 @@ the sky added back (ALGORITHMS §1.7) — the model the cosmic-ray test compares
 each input against.  Output ``chain/blot/<root>_sci<N>_blt.fits``."""
 from __future__ import annotations
 
+import threading
 from typing import Literal
 
 import numpy as np
@@ -12,7 +13,7 @@ from drizzleflow.engine.step import Params, Step
 
 from .common import blot_chip, pixmap_for, read_image, sky_for, write_image
 from .geometry import gather_geometry
-from .output_wcs import grid_from_product
+from .output_wcs import Grid, grid_from_product
 
 __all__ = ["BlotStep"]
 
@@ -45,8 +46,14 @@ class BlotStep(Step):
 
         geoms = gather_geometry(context, self.name)   # WCS and shapes only: no pixel data needed
 
+        local = threading.local()
+
         def one(chip):
-            pm = pixmap_for(chip, grid, params.stepsize)
+            # each thread transforms through its own copy of the grid's WCS (wcslib
+            # objects are not shared between threads)
+            if not hasattr(local, "grid"):
+                local.grid = Grid(grid.wcs.deepcopy(), grid.shape)
+            pm = pixmap_for(chip, local.grid, params.stepsize)
             b = blot_chip(image, pm, interp=params.interp, sinscl=params.sinscl,
                           exptime=chip.exptime, pscale_ratio=grid.scale / chip.pscale)
             sky = sky_for(context, chip, "computed") if params.addsky else params.skyval
@@ -58,6 +65,15 @@ class BlotStep(Step):
             return chip.root, context.rel(p)
 
         blots: dict = {}
-        for root, path in context.map(one, geoms):
+        if getattr(context.executor, "kind", "serial") == "serial":
+            # in-process: pixel maps of one chip overlap the blot of another
+            from concurrent.futures import ThreadPoolExecutor
+
+            from .common import THREADS
+            with ThreadPoolExecutor(max_workers=THREADS) as pool:
+                done = list(pool.map(one, geoms))
+        else:
+            done = context.map(one, geoms)
+        for root, path in done:
             blots.setdefault(root, []).append(path)
         context.put("blots", blots)

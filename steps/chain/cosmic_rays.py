@@ -97,7 +97,16 @@ class CosmicRaysStep(Step):
                 clean = context.rel(clean)
             return exp.root, masks, counts, clean
 
-        results = context.map(one, exposure_records(context, self.name))
+        recs = exposure_records(context, self.name)
+        if getattr(context.executor, "kind", "serial") == "serial":
+            # in-process: two exposures at a time (numpy and file I/O release the GIL)
+            from concurrent.futures import ThreadPoolExecutor
+
+            from .common import THREADS
+            with ThreadPoolExecutor(max_workers=THREADS) as pool:
+                results = list(pool.map(one, recs))
+        else:
+            results = context.map(one, recs)
         crmasks = {r: m for r, m, _c, _cl in results}
         counts = {r: c for r, _m, c, _cl in results}
         clean = [cl for *_x, cl in results if cl]

@@ -18,6 +18,7 @@ in electrons per pixel: ``computed`` is what the drizzle steps subtract,
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -27,7 +28,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat, indef_to_none
 from drizzleflow.engine.step import Params, Step
 
-from .common import chip_key, good_from_bits, iter_exposures, static_mask_for
+from .common import THREADS, chip_key, good_from_bits, iter_exposures, static_mask_for
 from .imagestats import clipped_stats
 
 __all__ = ["SkyStep", "chip_statistic", "combine_sky", "match_offsets"]
@@ -141,31 +142,36 @@ class SkyStep(Step):
 
     def run(self, context, params):
         recs, chips_info = [], []
-        for rec, exp in iter_exposures(context, self.name):
-            recs.append(rec)
-            for chip in exp.chips:
-                info = {"key": chip_key(chip), "root": exp.root, "extver": chip.extver,
-                        "gain": chip.gain, "area": chip.pscale ** 2, "exptime": chip.exptime,
-                        "sci_path": exp.sci_path}
-                if params.skyuser:
-                    if params.skyuser not in chip.header:
-                        raise StepError(self.name, f"{chip.name}: keyword {params.skyuser!r} (skyuser) "
-                                        "is not in the SCI header")
-                    info["user"] = float(chip.header[params.skyuser]) * chip.gain
-                elif params.enabled:
-                    good = good_from_bits(chip.dq, params.bits)
-                    if params.use_static:
-                        sm = static_mask_for(context, chip)
-                        if sm is not None:
-                            good &= sm
-                    lo = None if params.lower is None else params.lower * chip.gain
-                    hi = None if params.upper is None else params.upper * chip.gain
-                    info["stat"] = chip_statistic(chip.sci, good, params.stat, lo, hi, params.nclip,
-                                                  params.lsigma, params.usigma, params.width)
-                    if params.method in ("match", "globalmin+match"):
-                        info["samples"] = _sky_samples(chip, good)
-                chips_info.append(info)
-            del exp
+
+        def chip_info(exp, chip):
+            info = {"key": chip_key(chip), "root": exp.root, "extver": chip.extver,
+                    "gain": chip.gain, "area": chip.pscale ** 2, "exptime": chip.exptime,
+                    "sci_path": exp.sci_path}
+            if params.skyuser:
+                if params.skyuser not in chip.header:
+                    raise StepError(self.name, f"{chip.name}: keyword {params.skyuser!r} (skyuser) "
+                                    "is not in the SCI header")
+                info["user"] = float(chip.header[params.skyuser]) * chip.gain
+            elif params.enabled:
+                good = good_from_bits(chip.dq, params.bits)
+                if params.use_static:
+                    sm = static_mask_for(context, chip)
+                    if sm is not None:
+                        good &= sm
+                lo = None if params.lower is None else params.lower * chip.gain
+                hi = None if params.upper is None else params.upper * chip.gain
+                info["stat"] = chip_statistic(chip.sci, good, params.stat, lo, hi, params.nclip,
+                                              params.lsigma, params.usigma, params.width)
+                if params.method in ("match", "globalmin+match"):
+                    info["samples"] = _sky_samples(chip, good)
+            return info
+
+        # per-chip statistics in threads (numpy releases the GIL); results in chip order
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            for rec, exp in iter_exposures(context, self.name):
+                recs.append(rec)
+                chips_info.extend(pool.map(lambda c, e=exp: chip_info(e, c), exp.chips))
+                del exp
 
         if params.skyuser:
             for c in chips_info:

@@ -2,12 +2,14 @@
 pixels, dark-current artefacts), one mask per chip signature (ALGORITHMS §1.3)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from pydantic import Field
 
 from drizzleflow.engine.step import Params, Step
 
-from .common import iter_exposures, write_image
+from .common import THREADS, iter_exposures, write_image
 from .imagestats import clipped_stats
 
 __all__ = ["StaticMaskStep", "static_bad"]
@@ -50,11 +52,13 @@ class StaticMaskStep(Step):
             context.put("static_masks", {})
             return
         good: dict[str, np.ndarray] = {}
-        for _rec, exp in iter_exposures(context, self.name):
-            for chip in exp.chips:
-                sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
-                bad = static_bad(chip.sci, params.nsigma)
-                good[sig] = ~bad if sig not in good else good[sig] & ~bad
+        # chips in threads (numpy releases the GIL); masks combined in chip order
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            for _rec, exp in iter_exposures(context, self.name):
+                bads = pool.map(lambda c: static_bad(c.sci, params.nsigma), exp.chips)
+                for chip, bad in zip(exp.chips, bads):
+                    sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
+                    good[sig] = ~bad if sig not in good else good[sig] & ~bad
         for sig, g in sorted(good.items()):
             det, shape = sig.split(":")
             path = context.path("chain", "static", f"chip{det}_{shape}_staticMask.fits")
