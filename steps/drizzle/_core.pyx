@@ -491,6 +491,113 @@ cdef inline void _edge2_inside(double u0, double v0, double u1, double v1,
         t0 = t1
 
 
+# drops whose bounding box spans at most LB x LB output pixels are resolved on
+# their own, in a small guarded buffer (rows -1..LB, columns -1..LB+1)
+DEF LB = 4
+DEF LS = LB + 3
+
+
+cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
+                               double* base) noexcept nogil:
+    """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS)."""
+    cdef double du = u1 - u0, dv = v1 - v0
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1
+    cdef Py_ssize_t row, col, sr, sc
+    cdef double* p
+    if dv == 0.0:
+        return
+    if dv > 0.0:
+        row = _ifloor(v0)
+        sr = LS
+        dtr = 1.0 / dv
+        tr = (<double>(row + 1) - v0) * dtr
+    else:
+        row = -_ifloor(-v0) - 1
+        sr = -LS
+        dtr = -1.0 / dv
+        tr = (v0 - <double>row) * dtr
+    if du > 0.0:
+        col = _ifloor(u0)
+        sc = 1
+        dtc = 1.0 / du
+        tc = (<double>(col + 1) - u0) * dtc
+    elif du < 0.0:
+        col = -_ifloor(-u0) - 1
+        sc = -1
+        dtc = -1.0 / du
+        tc = (u0 - <double>col) * dtc
+    else:
+        col = _ifloor(u0)
+        sc = 0
+        dtc = 0.0
+        tc = 2.0
+    p = base + row * LS + col
+    um = u0 - <double>col
+    t0 = 0.0
+    while True:
+        t1 = tr if tr < tc else tc
+        if t1 > 1.0:
+            t1 = 1.0
+        d = (t1 - t0) * dv
+        a1 = d * (um + 0.5 * (t0 + t1) * du)
+        p[0] += d - a1
+        p[1] += a1
+        if t1 >= 1.0:
+            break
+        if tr <= tc:
+            p += sr
+            tr += dtr
+            if t1 == tc:
+                p += sc
+                um -= <double>sc
+                tc += dtc
+        else:
+            p += sc
+            um -= <double>sc
+            tc += dtc
+        t0 = t1
+
+
+cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_t ii0, Py_ssize_t jj0,
+                             Py_ssize_t bw, Py_ssize_t bh, double jac, double cd, double cw,
+                             double* lb) noexcept nogil:
+    """Exact square-kernel overlap of one small drop (bw, bh <= LB), added to the output.
+
+    The drop's signed-area differences go to the zeroed local buffer ``lb``
+    (cleared again afterwards); one running sum per row gives each output pixel's overlap
+    area, which is added with the coefficients ``cd = w d / J``, ``cw = w / J``.
+    No tile buffer, row ranges or tile flush are involved.
+    """
+    cdef double* base = lb + LS + 1
+    cdef double* cell
+    cdef double u[4]
+    cdef double v[4]
+    cdef double s, thr
+    cdef Py_ssize_t k, r, c, q, r0, r1, onx = a.onx
+    cdef float* out = a.acc
+    for k in range(4):
+        u[k] = x[k] + 0.5 - <double>ii0
+        v[k] = y[k] + 0.5 - <double>jj0
+    for k in range(4):
+        _edge1_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], base)
+    thr = 1e-12 * fabs(jac) + 1e-14
+    r0 = jj0 if jj0 > a.band0 else a.band0
+    r1 = jj0 + bh if jj0 + bh < a.band1 else a.band1
+    for r in range(r0 - jj0, r1 - jj0):
+        cell = base + r * LS
+        s = cell[-1]
+        q = (jj0 + r) * onx + ii0
+        for c in range(bw):
+            s += cell[c]
+            if fabs(s) > thr:
+                out[2 * (q + c)] = <float>(out[2 * (q + c)] + s * cd)
+                out[2 * (q + c) + 1] = <float>(out[2 * (q + c) + 1] + s * cw)
+                if a.ctx != NULL and s * cw > 0.0:
+                    a.ctx[q + c] |= <int>a.bit
+    # columns >= bw and the guard rows hold only rounding residue: clear everything
+    memset(lb, 0, (LB + 2) * LS * sizeof(double))
+
+
 cdef struct IScratch:
     Py_ssize_t* buf
     Py_ssize_t cap
@@ -603,6 +710,9 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
     """
     cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, stride, r, c, k, p, q, lo, hi, onx
     cdef int clipped = 0, bit
+    cdef Py_ssize_t li0, li1, lj0, lj1
+    cdef double dxmin, dxmax, dymin, dymax
+    cdef double lb[(LB + 2) * LS]
     cdef double jac, cd, cw, cwmax = 0.0, thr, sd, sw
     cdef double u[4]
     cdef double v[4]
@@ -636,11 +746,27 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
         return ST_FALLBACK
     if _tile_buffers(sc, ir, bw, bh, &buf, &stride, &rlo, &rhi) != ST_OK:
         return ST_NOMEM
+    memset(lb, 0, sizeof(lb))
     for p in range(n):
         jac = 0.5 * ((qx[4 * p + 1] - qx[4 * p + 3]) * (qy[4 * p] - qy[4 * p + 2])
                      - (qx[4 * p] - qx[4 * p + 2]) * (qy[4 * p + 1] - qy[4 * p + 3]))
         cw = qw[p] / jac
         cd = cw * qd[p]
+        # small drop inside the output image: resolved on its own
+        dxmin = dxmax = qx[4 * p]
+        dymin = dymax = qy[4 * p]
+        for k in range(1, 4):
+            if qx[4 * p + k] < dxmin: dxmin = qx[4 * p + k]
+            if qx[4 * p + k] > dxmax: dxmax = qx[4 * p + k]
+            if qy[4 * p + k] < dymin: dymin = qy[4 * p + k]
+            if qy[4 * p + k] > dymax: dymax = qy[4 * p + k]
+        li0 = _iround(dxmin)
+        li1 = _iround(dxmax)
+        lj0 = _iround(dymin)
+        lj1 = _iround(dymax)
+        if li1 - li0 < LB and lj1 - lj0 < LB and li0 >= 0 and lj0 >= 0 and li1 < a.onx and lj1 < a.ony:
+            _drop_local(a, qx + 4 * p, qy + 4 * p, li0, lj0, li1 - li0 + 1, lj1 - lj0 + 1, jac, cd, cw, lb)
+            continue
         if fabs(cw) > cwmax:
             cwmax = fabs(cw)
         for k in range(4):
