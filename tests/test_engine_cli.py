@@ -97,6 +97,13 @@ def test_bad_choice_names_the_choices_and_the_nearest(work, incli):
     assert line.endswith("did you mean `minmed`?") and line.count("imedian") == 1
 
 
+def test_real_step_pixfrac_out_of_range(work, incli):
+    (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: drizzle_final, params: {pixfrac: 1.5}}\n')
+    p = incli("validate", "r.yaml", cwd=work)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "r.yaml:3:45: drizzle_final.pixfrac:" in p.stderr and "allowed: 0 < value <= 1" in p.stderr
+
+
 def test_yaml12_values_reach_the_validator_as_written(work, incli):
     # `mode: on` stays the string "on" (YAML 1.1 would make it True) and is then refused by the pattern
     (work / "r.yaml").write_text('input: "*.dat"\nsteps:\n  - {step: toy_source}\n  - {step: toy_scale, '

@@ -92,11 +92,12 @@ class DrizzleFinalStep(Step):
             "times exptime.")
         kernel: Literal["square", "point", "turbo", "gaussian", "lanczos3"] = Field(
             "square", description="Drop kernel; square, turbo and point conserve flux.")
-        pixfrac: float = Field(1.0, gt=0, le=10, description="Linear drop size relative to an input "
-                               "pixel. Smaller sharpens the PSF but makes the weight map noisier.")
+        pixfrac: float = Field(1.0, gt=0, le=1, description="Linear drop size relative to an input "
+                               "pixel (0 < pixfrac <= 1: a drop is at most the pixel). Smaller sharpens "
+                               "the PSF but makes the weight map noisier.")
         fillval: OptionalFloat = Field(0.0, description="Value of output pixels with zero weight, "
                                       "written exactly as given (null/INDEF: NaN).")
-        bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'.")
+        bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'; null ignores the DQ array.")
         units: Literal["cps", "counts"] = Field("cps", description="Output units: electrons/s or electrons.")
         root: str = Field("final", min_length=1, description="Product root: <root>_drz_sci.fits etc.")
         per_chip: bool = Field(False, description="Also write one product per detector "

@@ -39,11 +39,11 @@ class DrizzleSeparateStep(Step):
         kernel: Literal["square", "point", "turbo", "gaussian", "lanczos3"] = Field(
             "turbo", description="Drop kernel. turbo (AstroDrizzle's default here) is fast and exact "
             "for unrotated frames; square is exact for any geometry.")
-        pixfrac: float = Field(1.0, gt=0, le=10, description="Linear size of the drop relative to "
-                               "the input pixel (1 = whole pixel).")
+        pixfrac: float = Field(1.0, gt=0, le=1, description="Linear size of the drop relative to "
+                               "the input pixel (1 = whole pixel, the largest).")
         fillval: OptionalFloat = Field(None, description="Value of output pixels with no weight "
                                        "(null: 0). The tutorial uses 99999 to make gaps obvious.")
-        bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'.")
+        bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'; null ignores the DQ array.")
         wt_scl: Literal["exptime", "expsq"] | float = Field(
             "exptime", description="Weight per exposure: exptime, expsq (exptime²) or a number "
             "multiplying the exposure time.")

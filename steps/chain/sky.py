@@ -129,7 +129,7 @@ class SkyStep(Step):
         lsigma: float = Field(4.0, gt=0, description="Lower clip limit in sigma.")
         usigma: float = Field(4.0, gt=0, description="Upper clip limit in sigma.")
         bits: Bits = Field(default_factory=list, description="DQ flags treated as good for the sky "
-                           "(e.g. '8,1024'); [] = only unflagged pixels.")
+                           "(e.g. '8,1024'); [] = only unflagged pixels; null ignores the DQ array.")
         use_static: bool = Field(True, description="Also exclude static-mask pixels.")
         skyuser: str = Field("", description="Header keyword holding a sky the user already "
                              "subtracted (DN): recorded for noise models, nothing subtracted.")
