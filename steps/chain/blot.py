@@ -46,14 +46,10 @@ class BlotStep(Step):
 
         geoms = gather_geometry(context, self.name)   # WCS and shapes only: no pixel data needed
 
-        local = threading.local()
+        grids = _PerThreadGrid(grid)
 
         def one(chip):
-            # each thread transforms through its own copy of the grid's WCS (wcslib
-            # objects are not shared between threads)
-            if not hasattr(local, "grid"):
-                local.grid = Grid(grid.wcs.deepcopy(), grid.shape)
-            pm = pixmap_for(chip, local.grid, params.stepsize)
+            pm = pixmap_for(chip, grids.get(), params.stepsize)
             b = blot_chip(image, pm, interp=params.interp, sinscl=params.sinscl,
                           exptime=chip.exptime, pscale_ratio=grid.scale / chip.pscale)
             sky = sky_for(context, chip, "computed") if params.addsky else params.skyval
@@ -77,3 +73,23 @@ class BlotStep(Step):
         for root, path in done:
             blots.setdefault(root, []).append(path)
         context.put("blots", blots)
+
+
+class _PerThreadGrid:
+    """The output grid with one copy of its WCS per thread (wcslib objects are not
+    shared between threads); pickles to Dask workers as the grid alone."""
+
+    def __init__(self, grid):
+        self.grid = grid
+        self._local = threading.local()
+
+    def get(self):
+        if not hasattr(self._local, "grid"):
+            self._local.grid = Grid(self.grid.wcs.deepcopy(), self.grid.shape)
+        return self._local.grid
+
+    def __getstate__(self):
+        return {"grid": self.grid}
+
+    def __setstate__(self, state):
+        self.__init__(state["grid"])
