@@ -575,6 +575,8 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
     cdef double s, thr
     cdef Py_ssize_t k, r, c, q, r0, r1, onx = a.onx
     cdef float* out = a.acc
+    cdef int* ctx = a.ctx
+    cdef int bit = <int>a.bit
     for k in range(4):
         u[k] = x[k] + 0.5 - <double>ii0
         v[k] = y[k] + 0.5 - <double>jj0
@@ -592,10 +594,10 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
             if fabs(s) > thr:
                 out[2 * (q + c)] = <float>(out[2 * (q + c)] + s * cd)
                 out[2 * (q + c) + 1] = <float>(out[2 * (q + c) + 1] + s * cw)
-                if a.ctx != NULL and s * cw > 0.0:
-                    a.ctx[q + c] |= <int>a.bit
-    # columns >= bw and the guard rows hold only rounding residue: clear everything
-    memset(lb, 0, (LB + 2) * LS * sizeof(double))
+                if ctx != NULL and s * cw > 0.0:
+                    ctx[q + c] |= bit
+    # columns >= bw and the guard rows hold only rounding residue: clear rows -1..bh
+    memset(lb, 0, (bh + 2) * LS * sizeof(double))
 
 
 cdef struct IScratch:
@@ -710,9 +712,6 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
     """
     cdef Py_ssize_t ii0, ii1, jj0, jj1, bw, bh, stride, r, c, k, p, q, lo, hi, onx
     cdef int clipped = 0, bit
-    cdef Py_ssize_t li0, li1, lj0, lj1
-    cdef double dxmin, dxmax, dymin, dymax
-    cdef double lb[(LB + 2) * LS]
     cdef double jac, cd, cw, cwmax = 0.0, thr, sd, sw
     cdef double u[4]
     cdef double v[4]
@@ -746,27 +745,11 @@ cdef int _square_tile(Acc* a, Scratch* sc, IScratch* ir, const double* qx, const
         return ST_FALLBACK
     if _tile_buffers(sc, ir, bw, bh, &buf, &stride, &rlo, &rhi) != ST_OK:
         return ST_NOMEM
-    memset(lb, 0, sizeof(lb))
     for p in range(n):
         jac = 0.5 * ((qx[4 * p + 1] - qx[4 * p + 3]) * (qy[4 * p] - qy[4 * p + 2])
                      - (qx[4 * p] - qx[4 * p + 2]) * (qy[4 * p + 1] - qy[4 * p + 3]))
         cw = qw[p] / jac
         cd = cw * qd[p]
-        # small drop inside the output image: resolved on its own
-        dxmin = dxmax = qx[4 * p]
-        dymin = dymax = qy[4 * p]
-        for k in range(1, 4):
-            if qx[4 * p + k] < dxmin: dxmin = qx[4 * p + k]
-            if qx[4 * p + k] > dxmax: dxmax = qx[4 * p + k]
-            if qy[4 * p + k] < dymin: dymin = qy[4 * p + k]
-            if qy[4 * p + k] > dymax: dymax = qy[4 * p + k]
-        li0 = _iround(dxmin)
-        li1 = _iround(dxmax)
-        lj0 = _iround(dymin)
-        lj1 = _iround(dymax)
-        if li1 - li0 < LB and lj1 - lj0 < LB and li0 >= 0 and lj0 >= 0 and li1 < a.onx and lj1 < a.ony:
-            _drop_local(a, qx + 4 * p, qy + 4 * p, li0, lj0, li1 - li0 + 1, lj1 - lj0 + 1, jac, cd, cw, lb)
-            continue
         if fabs(cw) > cwmax:
             cwmax = fabs(cw)
         for k in range(4):
@@ -1185,6 +1168,8 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     cdef double* grid = NULL
     cdef Py_ssize_t nq = 0, m
     cdef double jac, qxmin, qxmax, qymin, qymax, txmin, txmax, tymin, tymax
+    cdef Py_ssize_t di0, di1, dj0, dj1
+    cdef double lb[(LB + 2) * LS]
     cdef int st = ST_OK
     cdef double band_lo = <double>a.band0 - 0.5
     cdef double band_hi = <double>a.band1 - 0.5
@@ -1192,6 +1177,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     sc.cap = 0
     ir.buf = NULL
     ir.cap = 0
+    memset(lb, 0, sizeof(lb))
     dh = 0.5 * pixfrac
     order = 3.0 if kernel == K_LANCZOS3 else 2.0
     pfo = 0.0
@@ -1322,6 +1308,16 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       st = ST_HUGE
                       break
                   if qxmax < -0.5 or qxmin >= <double>a.onx - 0.5 or qymax < -0.5 or qymin >= <double>a.ony - 0.5:
+                      continue
+                  # a small drop inside the output image is resolved on its own, at once
+                  di0 = _iround(qxmin)
+                  di1 = _iround(qxmax)
+                  dj0 = _iround(qymin)
+                  dj1 = _iround(qymax)
+                  if di1 - di0 < LB and dj1 - dj0 < LB and di0 >= 0 and dj0 >= 0 \
+                          and di1 < a.onx and dj1 < a.ony:
+                      ox = w / jac
+                      _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
                       continue
                   for m in range(4):
                       qx[4 * nq + m] = xs[m]
