@@ -17,7 +17,6 @@ Choices that differ from AstroDrizzle 3.11, on purpose:
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -31,7 +30,7 @@ from drizzleflow.engine.step import Params, Step
 
 from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
                      pixmap_for, sky_for)
-from .geometry import check_overlap, exposure_cells, gather_geometry
+from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
 from .banding import BandWriter, bands as _bands, region as _region
@@ -122,6 +121,20 @@ class DrizzleFinalStep(Step):
         if params.fillval is not None and not np.isfinite(params.fillval):
             pass  # NaN/inf asked for explicitly
 
+    def preflight(self, context, params):
+        """Parameters, grid size and grid coverage from the archive headers, before ingest runs."""
+        self._check(params)
+        geoms = archive_geometry(context.inputs)
+        if params.enabled and geoms:
+            self._checked_grid(context, params, geoms)
+
+    def _checked_grid(self, context, params, geoms):
+        grid = resolve_grid(params, geoms, self.name, bool(context.options.get("force", False)))
+        if not any(exposure_cells(geoms, grid).values()):
+            raise StepError(self.name, "no input chip falls on the output grid (check ra/dec, "
+                            "outnx/outny or refimage)")
+        return grid  # overlap between exposures is drizzle_separate's concern
+
     def run(self, context, params):
         self._check(params)
         if not params.enabled:
@@ -129,15 +142,8 @@ class DrizzleFinalStep(Step):
             return
         t0 = time.monotonic()
         clear_cache()  # the largest step: keep only what it needs in memory
-        force = bool(context.options.get("force", False))
         geoms = gather_geometry(context, self.name)
-        grid = resolve_grid(params, geoms, self.name, force)
-        cells = exposure_cells(geoms, grid)
-        if not any(cells.values()):
-            raise StepError(self.name, "no input chip falls on the output grid (check ra/dec, "
-                            "outnx/outny or refimage)")
-        del cells
-        _ = check_overlap  # overlap between exposures is enforced by drizzle_separate
+        grid = self._checked_grid(context, params, geoms)
         crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
         recs = exposure_records(context, self.name)
 
@@ -186,46 +192,76 @@ class DrizzleFinalStep(Step):
             todo = [n for n in range(len(recs)) if first or rows is None
                     or any(reaches(u, grid.scale / geoms[u].pscale) for u in range(first_uid[n], first_uid[n + 1]))]
             driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
-            # read the next exposure while the core (GIL released) drizzles this one
+            # one worker thread reads the exposures and prepares the next chip (pixel
+            # map, weights) while the core (GIL released) drizzles this one
             pool = ThreadPoolExecutor(max_workers=1)
-            nxt = pool.submit(load_exposure, context, recs[todo[0]], False) if todo else None
+            state: dict = {}
+
+            def prep(n, k, uid0, y0=y0, y1=y1, reaches=reaches):
+                if state.get("n") != n:
+                    state["n"], state["exp"] = None, None
+                    state["exp"] = load_exposure(context, recs[n], False)
+                    state["n"] = n
+                exp = state["exp"]
+                chip = exp.chips[k]
+                rho = grid.scale / chip.pscale
+                sky = sky_for(context, chip, "computed")
+                item = {"exp": exp, "chip": chip, "rho": rho, "sky": sky, "region": False}
+                if not reaches(uid0 + k, rho):
+                    return item
+                pm = pixmap_for(chip, grid, params.stepsize)
+                region = None
+                if len(bands) > 1:
+                    pm[..., 1] -= y0
+                    region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
+                item["region"] = region
+                if region is False:
+                    return item
+                good = good_from_bits(chip.dq, params.bits)
+                sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
+                sm_rel = (context.get("static_masks", {}) or {}).get(sig)
+                if sm_rel:
+                    good &= mask("static", sig, context.abs(sm_rel))
+                cm = crmasks.get(exp.root)
+                if cm:
+                    good &= mask("cr", cm[k], context.abs(cm[k]))
+                item["pm"] = pm
+                item["data"] = chip.sci - np.float32(sky)
+                item["w"] = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
+                                        sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
+                return item
+
             uid_run = 0
             desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
+            nxt = pool.submit(prep, todo[0], 0, int(first_uid[todo[0]]) if rows is not None else 0) if todo else None
             for i, n in enumerate(context.progress(todo, desc=desc)):
-                exp = nxt.result()
-                if i + 1 < len(todo):
-                    nxt = pool.submit(load_exposure, context, recs[todo[i + 1]], False)
-                if first:
-                    texp += exp.exptime
-                    nexp += 1
-                masks = crmasks.get(exp.root)
                 uid = int(first_uid[n]) if rows is not None else uid_run
-                for k, chip in enumerate(exp.chips):
+                uid0 = uid
+                k = 0
+                while True:
+                    item = nxt.result()
+                    exp, chip = item["exp"], item["chip"]
+                    if k + 1 < len(exp.chips):
+                        nxt = pool.submit(prep, n, k + 1, uid0)
+                    elif i + 1 < len(todo):
+                        m = todo[i + 1]
+                        nxt = pool.submit(prep, m, 0, int(first_uid[m]) if rows is not None else uid0 + k + 1)
+                    if k == 0 and first:
+                        texp += exp.exptime
+                        nexp += 1
+                    masks = crmasks.get(exp.root)
                     uid += 1
-                    rho = grid.scale / chip.pscale
-                    sky = sky_for(context, chip, "computed")
-                    region = None
-                    if not reaches(uid - 1, rho):
-                        region = False
-                    else:
-                        pm = pixmap_for(chip, grid, params.stepsize)
-                        if len(bands) > 1:
-                            pm[..., 1] -= y0
-                            region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
+                    rho, sky, region = item["rho"], item["sky"], item["region"]
                     if region is not False:
-                        good = good_from_bits(chip.dq, params.bits)
-                        sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
-                        sm_rel = (context.get("static_masks", {}) or {}).get(sig)
-                        if sm_rel:
-                            good &= mask("static", sig, context.abs(sm_rel))
-                        if masks:
-                            good &= mask("cr", masks[k], context.abs(masks[k]))
-                        data = chip.sci - np.float32(sky)
-                        w = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
-                                        sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
-                        add_chip(driz, data, pm, exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
+                        data, w = item["data"], item["w"]
+                        add_chip(driz, data, item["pm"], exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
                                  pscale_ratio=rho, input_id=uid - 1, region=region or None)
+                    del item
+                    last = k + 1 >= len(exp.chips)
                     if not first:
+                        k += 1
+                        if last:
+                            break
                         continue
                     entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
                              "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
@@ -257,6 +293,9 @@ class DrizzleFinalStep(Step):
                             chip_phot[chip.detector][0].append(chip.photflam)
                         if plam:
                             chip_phot[chip.detector][1].append(plam)
+                    k += 1
+                    if last:
+                        break
                 uid_run = uid
                 del exp
             pool.shutdown()
