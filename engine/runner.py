@@ -297,6 +297,23 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
             handler.close()
 
 
+def _preflight(recipe, context, outdir):
+    """Every step's cheap checks on the inputs (grid size, overlap, ...) before any
+    step runs, so a doomed recipe fails before work starts, not after an hour."""
+    for spec in recipe.steps:
+        context.step_name = spec.name
+        try:
+            spec.cls().preflight(context, spec.params)
+        except DrizzleflowError:
+            raise
+        except Exception as exc:
+            log.exception("preflight of step %s (%s) failed", spec.name, spec.step)
+            raise StepError(spec.name, f"internal error in its checks {type(exc).__name__}: {exc} "
+                            f"(a bug; the traceback is in {outdir / LOG_NAME})") from exc
+        finally:
+            context.step_name = ""
+
+
 def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode="link"):
     t_start = time.perf_counter()
     log.info("=== drizzleflow run: recipe '%s' (%s) -> %s", recipe.name, recipe.path or "<memory>", outdir)
@@ -339,6 +356,7 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
                                "recipe_sha256": manifest["recipe_sha256"]},
                       log=log, progress_enabled=progress, executor=executor)
     input_hashes = [i["sha256"] for i in inputs]
+    _preflight(recipe, context, outdir)
     prev = None
     results = []
     for spec in recipe.steps:

@@ -51,6 +51,11 @@ class Step:
     def run(self, context: "Context", params: Params) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def preflight(self, context: "Context", params: Params) -> None:
+        """Cheap checks on the archive inputs (``context.inputs``) that the runner
+        calls for every step before any step runs; raise a ``DrizzleflowError`` to
+        stop a recipe that cannot succeed.  No products exist yet."""
+
     @classmethod
     def describe(cls) -> str:
         """First line of the class docstring, for ``drizzleflow steps``."""

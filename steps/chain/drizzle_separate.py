@@ -16,7 +16,7 @@ from drizzleflow.engine.step import Params, Step
 from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
                      pixmap_for, sky_for, static_mask_for, write_image)
 from .banding import BandWriter, bands, region
-from .geometry import check_overlap, gather_geometry
+from .geometry import archive_geometry, check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import grid_to_product
 
@@ -51,14 +51,23 @@ class DrizzleSeparateStep(Step):
         band_mb: int = Field(96, ge=8, le=65536, description="Memory (MB) for the output accumulators of "
                              "one single drizzle; larger grids are drizzled in bands of rows.")
 
-    def run(self, context, params):
-        force = bool(context.options.get("force", False))
-        geoms = gather_geometry(context, self.name)
-        grid = resolve_grid(params, geoms, self.name, force)
+    def preflight(self, context, params):
+        """Grid size and overlap from the archive headers, before ingest runs."""
+        geoms = archive_geometry(context.inputs)
+        if geoms:
+            self._checked_grid(context, params, geoms)
+
+    def _checked_grid(self, context, params, geoms):
+        grid = resolve_grid(params, geoms, self.name, bool(context.options.get("force", False)))
         problems = check_overlap(geoms, grid)
         if problems:
             raise StepError(self.name, "inputs with no overlap: " + "; ".join(problems) +
                             " (the median and cosmic-ray steps need overlapping exposures)")
+        return grid
+
+    def run(self, context, params):
+        geoms = gather_geometry(context, self.name)
+        grid = self._checked_grid(context, params, geoms)
         context.put("sep_grid", grid_to_product(grid))
         if not params.enabled:
             context.put("singles", [])

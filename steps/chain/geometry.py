@@ -8,7 +8,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 
-__all__ = ["ChipGeom", "gather_geometry", "exposure_cells", "check_overlap"]
+__all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", "check_overlap"]
 
 
 @dataclass
@@ -44,6 +44,32 @@ def gather_geometry(context, step) -> list[ChipGeom]:
                 out.append(ChipGeom(root, int(hdr.get("EXTVER", i)),
                                     int(hdr.get("DETECTOR", prim.get("DETECTOR", i))), shape, w,
                                     chip_pscale(hdr, w), float(prim.get("EXPTIME", 0.0))))
+    return out
+
+
+def archive_geometry(paths) -> list[ChipGeom]:
+    """Chip geometry straight from the archive inputs' headers, for checks made
+    before any step runs (the old-format linear WCS is good to a few pixels,
+    plenty for a grid-size bound and an overlap test).  Waivered ``c0f`` files
+    and unreadable ones are skipped here: ingest reports those properly."""
+    from astropy.io import fits
+
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, sci_extensions
+    out = []
+    for path in paths:
+        try:
+            with fits.open(path, memmap=True) as hdul:
+                prim = hdul[0].header
+                root = str(prim.get("ROOTNAME", "")).lower() or str(path)
+                for i, h in enumerate(sci_extensions(hdul), 1):
+                    hdr = h.header
+                    w = WCS(hdr, hdul)
+                    shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+                    out.append(ChipGeom(root, int(hdr.get("EXTVER", i)),
+                                        int(hdr.get("DETECTOR", prim.get("DETECTOR", i))), shape, w,
+                                        chip_pscale(hdr, w), float(prim.get("EXPTIME", 0.0))))
+        except (OSError, ValueError, KeyError):
+            continue
     return out
 
 
