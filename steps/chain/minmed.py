@@ -9,7 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["masked_median", "masked_mean", "masked_min", "box_sum", "minmed"]
+__all__ = ["sort_stack", "masked_median", "masked_mean", "masked_min", "box_sum", "minmed"]
+
+
+def sort_stack(x):
+    """``np.sort(x, axis=0)`` of a fresh (N, ny, nx) stack, sorted in place.
+
+    For the few images of a typical median (N <= 8) an odd-even transposition
+    network of element-wise min/max is ~4x faster than numpy's sort along the
+    first axis (which sorts one strided pixel at a time); the sorted values
+    are the same.  NaN (ordered last by np.sort) falls back to np.sort.
+    """
+    n = x.shape[0]
+    if n > 8 or not np.issubdtype(x.dtype, np.floating) or np.isnan(x).any():
+        return np.sort(x, axis=0)
+    tmp = np.empty_like(x[0])
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            a, b = x[i], x[i + 1]
+            np.minimum(a, b, out=tmp)
+            np.maximum(a, b, out=b)
+            a[...] = tmp
+    return x
 
 
 def masked_median(sci, bad, nlow=0, nhigh=0, fill=0.0):
@@ -30,7 +51,7 @@ def masked_median(sci, bad, nlow=0, nhigh=0, fill=0.0):
     sci = np.asarray(sci, dtype=np.float32)
     bad = np.asarray(bad, dtype=bool)
     n = (~bad).sum(axis=0)
-    srt = np.sort(np.where(bad, np.inf, sci), axis=0)
+    srt = sort_stack(np.where(bad, np.inf, sci))
     nl = np.full(n.shape, int(nlow), dtype=np.int64)
     nh = np.full(n.shape, int(nhigh), dtype=np.int64)
     for _ in range(max(int(nlow), int(nhigh))):
