@@ -146,17 +146,20 @@ def _polygon_clip_area(poly, x0, y0):
     return abs(a) / 2
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_square_overlap_matches_polygon_clipping(seed):
+@pytest.mark.parametrize("seed, stretch", [(s, 1.0) for s in range(6)]
+                         + [(s, f) for s in (1, 3) for f in (0.4, 1.7, 2.3, 2.9)])
+def test_square_overlap_matches_polygon_clipping(seed, stretch):
     # A 2x2 input whose pixmap is 4 random points: pixel (0,0)'s drop is the
     # bilinear image of its (shrunken) square, a general quadrilateral.
+    # ``stretch`` scales the map so that pixfrac 0.7 drops span 1x1 to 5x5
+    # output pixels (small drops and the tile path).
     rng = np.random.default_rng(seed)
     pixfrac = [1.0, 0.7][seed % 2]
-    base = np.array([[[5.0, 5.0], [7.2, 5.4]], [[4.6, 7.5], [7.1, 7.9]]])
-    pm = np.ascontiguousarray(base + rng.uniform(-0.6, 0.6, size=base.shape))
+    base = np.array([[[5.0, 5.0], [7.2, 5.4]], [[4.6, 7.5], [7.1, 7.9]]]) * stretch
+    pm = np.ascontiguousarray(base + rng.uniform(-0.6, 0.6, size=base.shape) * stretch)
     data = np.array([[3.0, 0.0], [0.0, 0.0]], dtype=np.float32)
     weight = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    drz = Drizzle((14, 14), disable_ctx=True)
+    drz = Drizzle((14, 14) if stretch == 1.0 else (30, 30), disable_ctx=True)
     drz.add_image(data, pm, weight=weight, pixfrac=pixfrac)
     h = pixfrac / 2
 
@@ -167,9 +170,10 @@ def test_square_overlap_matches_polygon_clipping(seed):
     quad = [tuple(bil(u, v)) for u, v in ((-h, -h), (h, -h), (h, h), (-h, h))]
     area = 0.5 * abs(sum(quad[k][0] * quad[(k + 1) % 4][1] - quad[(k + 1) % 4][0] * quad[k][1]
                          for k in range(4)))
-    expect = np.zeros((14, 14))
-    for jj in range(14):
-        for ii in range(14):
+    n = drz._acc.shape[0]
+    expect = np.zeros((n, n))
+    for jj in range(n):
+        for ii in range(n):
             expect[jj, ii] = _polygon_clip_area(quad, ii - 0.5, jj - 0.5) / area
     np.testing.assert_allclose(drz._acc[..., 1], expect, rtol=1e-6, atol=1e-7)
 
