@@ -61,16 +61,9 @@ class BlotStep(Step):
             return chip.root, context.rel(p)
 
         blots: dict = {}
-        if getattr(context.executor, "kind", "serial") == "serial":
-            # in-process: pixel maps of one chip overlap the blot of another
-            from concurrent.futures import ThreadPoolExecutor
-
-            from .common import THREADS
-            with ThreadPoolExecutor(max_workers=THREADS) as pool:
-                done = list(pool.map(one, geoms))
-        else:
-            done = context.map(one, geoms)
-        for root, path in done:
+        # one chip at a time in-process: the core already blots in THREADS threads, and
+        # two chips at once raised the peak memory by ~40 MB for no measurable gain
+        for root, path in context.map(one, geoms):
             blots.setdefault(root, []).append(path)
         context.put("blots", blots)
 
