@@ -11,7 +11,7 @@ from pydantic import Field
 
 from drizzleflow.engine.step import Params, Step
 
-from .common import blot_chip, pixmap_for, read_image, sky_for, write_image
+from .common import blot_chip, pixmap_for, read_image, sky_for, trim_heap, write_image
 from .geometry import gather_geometry
 from .output_wcs import Grid, grid_from_product
 
@@ -41,6 +41,7 @@ class BlotStep(Step):
         if not params.enabled or not med:
             context.put("blots", {})
             return
+        trim_heap()  # memory the previous step freed
         grid = grid_from_product(context.get("sep_grid"))
         image = read_image(context.abs(med["path"]))
 

@@ -17,7 +17,7 @@ from drizzleflow.steps.instruments.model import CR_BIT
 
 from drizzleflow.steps.instruments.wfpc2 import write_dq
 
-from .common import exposure_records, load_exposure, read_image, write_image
+from .common import exposure_records, load_exposure, read_image, trim_heap, write_image
 from .crdetect import cr_mask
 
 __all__ = ["CosmicRaysStep"]
@@ -57,6 +57,7 @@ class CosmicRaysStep(Step):
             context.put("crclean", [])
             return
 
+        trim_heap()  # memory the previous step freed
         def one(rec):
             exp = load_exposure(context, rec)
             masks, counts, crs = [], [], {}

@@ -29,7 +29,7 @@ from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
 from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
-                     pixmap_for, sky_for)
+                     pixmap_for, sky_for, trim_heap)
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -317,6 +317,7 @@ class DrizzleFinalStep(Step):
                                         {"sci": -32, "wht": -32, "ctx": 32})
                 writer.write(sci=sci, wht=wht, ctx=ctx)
             del sci, wht, ctx
+            trim_heap()   # the next band's accumulators reuse this band's pages
         if writer is not None:
             paths = writer.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),

@@ -20,7 +20,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import FloatPair, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import THREADS, write_image
+from .common import THREADS, trim_heap, write_image
 from .minmed import masked_median, minmed
 
 __all__ = ["MedianStep", "combine_strip"]
@@ -88,6 +88,7 @@ class MedianStep(Step):
                             "median, blot and cosmic_rays for a single exposure")
         if params.combine_type in ("median", "imedian") and params.nlow + params.nhigh >= len(singles):
             context.log.warning("nlow + nhigh >= number of images: both are reduced per pixel")
+        trim_heap()  # memory the previous step freed
         sci_readers = [_RowReader(context.abs(s["sci"])) for s in singles]
         wht_readers = [_RowReader(context.abs(s["wht"])) for s in singles]
         ny, nx = sci_readers[0].shape
