@@ -1169,6 +1169,9 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     cdef Py_ssize_t nq = 0, m
     cdef double jac, qxmin, qxmax, qymin, qymax, txmin, txmax, tymin, tymax
     cdef Py_ssize_t di0, di1, dj0, dj1
+    # output extent in locals (the compiler cannot keep Acc fields in registers)
+    cdef Py_ssize_t onx = a.onx, ony = a.ony
+    cdef double xhi = <double>a.onx - 0.5, yhi = <double>a.ony - 0.5
     cdef double lb[(LB + 2) * LS]
     cdef int st = ST_OK
     cdef double band_lo = <double>a.band0 - 0.5
@@ -1307,7 +1310,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   if qxmax - qxmin > MAX_DROP_SIDE or qymax - qymin > MAX_DROP_SIDE:
                       st = ST_HUGE
                       break
-                  if qxmax < -0.5 or qxmin >= <double>a.onx - 0.5 or qymax < -0.5 or qymin >= <double>a.ony - 0.5:
+                  if qxmax < -0.5 or qxmin >= xhi or qymax < -0.5 or qymin >= yhi:
                       continue
                   # a small drop inside the output image is resolved on its own, at once
                   di0 = _iround(qxmin)
@@ -1315,7 +1318,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   dj0 = _iround(qymin)
                   dj1 = _iround(qymax)
                   if di1 - di0 < LB and dj1 - dj0 < LB and di0 >= 0 and dj0 >= 0 \
-                          and di1 < a.onx and dj1 < a.ony:
+                          and di1 < onx and dj1 < ony:
                       ox = w / jac
                       _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
                       continue
