@@ -297,10 +297,10 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
             handler.close()
 
 
-def _preflight(recipe, context, outdir):
-    """Every step's cheap checks on the inputs (grid size, overlap, ...) before any
-    step runs, so a doomed recipe fails before work starts, not after an hour."""
-    for spec in recipe.steps:
+def _preflight(specs, context, outdir):
+    """The cheap checks on the inputs (grid size, overlap, ...) of every step that
+    will run, before any runs, so a doomed recipe fails before work starts."""
+    for spec in specs:
         context.step_name = spec.name
         try:
             spec.cls().preflight(context, spec.params)
@@ -356,25 +356,34 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
                                "recipe_sha256": manifest["recipe_sha256"]},
                       log=log, progress_enabled=progress, executor=executor)
     input_hashes = [i["sha256"] for i in inputs]
-    _preflight(recipe, context, outdir)
-    prev = None
-    results = []
+    keys, prev = [], None
     for spec in recipe.steps:
+        prev = step_key(spec.step, spec.cls.version, spec.params.model_dump(mode="json"), prev, input_hashes, uref)
+        keys.append(prev)
+
+    def cached(spec, key):
+        rec = old_records.get(spec.name)
+        return not force and rec is not None and rec.get("key") == key and record_valid(rec, outdir)
+
+    def reusable(key):
+        return find_in_dirs(key, reuse_dirs) if not force and reuse_dirs else None
+
+    first = next((i for i, (spec, key) in enumerate(zip(recipe.steps, keys))
+                  if not cached(spec, key) and not reusable(key)), len(keys))
+    _preflight(recipe.steps[first:], context, outdir)
+    results = []
+    for spec, key in zip(recipe.steps, keys):
         params_json = spec.params.model_dump(mode="json")
-        key = step_key(spec.step, spec.cls.version, params_json, prev, input_hashes, uref)
-        prev = key
         rec = old_records.get(spec.name)
         status = None
-        if not force and rec is not None and rec.get("key") == key and record_valid(rec, outdir):
+        if cached(spec, key):
             status = "cached"
             records[spec.name] = rec
-        elif not force and reuse_dirs:
-            found = find_in_dirs(key, reuse_dirs)
-            if found:
-                src, srec = found
-                rec = import_record(src, srec, outdir, reuse_mode)
-                records[spec.name] = rec
-                status = "reused"
+        elif (found := reusable(key)):
+            src, srec = found
+            rec = import_record(src, srec, outdir, reuse_mode)
+            records[spec.name] = rec
+            status = "reused"
         if status:
             context.products.update(copy.deepcopy(rec.get("products", {})))
             log.info("step %s (%s): %s, products restored (key %s%s)", spec.name, spec.step, status, key[:12],

@@ -103,6 +103,11 @@ class ToyDrizzle(Step):
         scale: float = Field(1.0, gt=0.05, le=20, description="Output pixel size in input pixels.")
         fillval: float = Field(0.0, description="Value of output pixels that no drop reaches.")
 
+    def preflight(self, context, params):
+        # witnessed apart from the work log: checks are not work
+        with open(context.path("toy", "preflight.log"), "a", encoding="utf-8") as fh:
+            fh.write(context.step_name + "\n")
+
     def run(self, context, params):
         data = np.load(context.abs(context.get("toy_array")))
         nout = int(np.ceil(len(data) / params.scale))

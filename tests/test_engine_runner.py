@@ -73,6 +73,17 @@ def test_first_run_then_all_cached(work):
     assert (out / "recipe.resolved.yaml").exists()
 
 
+def test_preflight_only_for_steps_that_will_run(work):
+    log = work / "out" / "toy" / "preflight.log"
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert log.read_text().split() == ["toy_drizzle"]
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))                       # all cached
+    run_recipe(load_recipe(work / "toy.yaml", ["toy_sum.chunks=5"], cwd=work))  # toy_drizzle cached
+    assert log.read_text().split() == ["toy_drizzle"]
+    run_recipe(load_recipe(work / "toy.yaml", ["scale.factor=6"], cwd=work))    # upstream of it changed
+    assert log.read_text().split() == ["toy_drizzle", "toy_drizzle"]
+
+
 def test_changing_only_the_last_step_reruns_only_it(work):
     run_recipe(load_recipe(work / "toy.yaml", cwd=work))
     before = total(work / "out")
