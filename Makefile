@@ -44,3 +44,12 @@ test: $(VENV)/.installed-test
 
 clean-demo:
 	rm -rf $(DEMO_OUTPUT)
+
+# The reference software (DrizzlePac, drizzle, TweakReg/tweakwcs, stwcs) for the side-by-side
+# benchmarks lives in its own environment so its pins never touch drizzleflow's.
+BENCHENV ?= .benchenv
+bench-env: $(BENCHENV)/bin/python
+$(BENCHENV)/bin/python:
+	$(PYTHON) -m venv $(BENCHENV)
+	$(BENCHENV)/bin/python -m pip install -q --disable-pip-version-check drizzlepac drizzle tweakwcs stwcs
+.PHONY: bench-env

@@ -5,7 +5,7 @@ TweakReg on the same simulated M2 files, scored against the simulator truth.
                                          [--out DIR] [--no-tweakreg] [--full]
 
 Both tools start from the same ingested working copies (updatewcs from the
-simulated reference files).  TweakReg runs in /work/benchenv (subprocess) with
+simulated reference files).  TweakReg runs in the reference environment (``make bench-env``; subprocess) with
 the tutorial's call (conv_width=3.0, threshold=300, peakmin=100,
 peakmax=10000, rscale) on copies whose pyramid edges are zeroed like the
 tutorial's edges.py; drizzleflow runs find_sources + align with its defaults.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -35,8 +34,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from align_eval import load_grid, score  # noqa: E402
+from bench_env import bench_python  # noqa: E402
 
-BENCH_PY = Path(os.environ.get("DRIZZLEFLOW_BENCH_PYTHON", "/work/benchenv/bin/python"))
+BENCH_PY = bench_python()
 
 TWEAKREG_SCRIPT = r'''
 import glob, time, sys

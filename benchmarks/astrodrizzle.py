@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/astrodrizzle.py [--size 800] [--nexp 6] [--seed 1]
-        [--workdir /tmp/bench] [--benchpython /work/benchenv/bin/python]
+        [--workdir /tmp/bench] [--benchpython PYTHON]
 
 Steps, each a separate process measured with ``/usr/bin/time -v`` (wall
 time and peak RSS of that process):
@@ -34,6 +34,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import bench_python  # noqa: E402
 
 import numpy as np
 from astropy.io import fits
@@ -137,7 +140,8 @@ def main(argv=None):
     ap.add_argument("--nexp", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/drizzleflow_bench")
-    ap.add_argument("--benchpython", default="/work/benchenv/bin/python")
+    ap.add_argument("--benchpython", default=str(bench_python()),
+                    help="interpreter with drizzlepac installed (default: .benchenv, see make bench-env)")
     ap.add_argument("--skip-ad", action="store_true", help="only run drizzleflow")
     a = ap.parse_args(argv)
     wd = Path(a.workdir).resolve()
