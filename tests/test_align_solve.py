@@ -1,6 +1,5 @@
 """Two-chip exposures with a known pointing error: match, fit jointly in the
 tangent plane, correct the WCS, and compare with the true WCS."""
-import copy
 
 import numpy as np
 import pytest

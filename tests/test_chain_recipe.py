@@ -44,7 +44,7 @@ def test_configs_load_with_tutorial_values():
 
 def test_runner_products_and_cached_rerun(tmp_path):
     recipe = load_recipe(_recipe(tmp_path))
-    res = run_recipe(recipe, tmp_path / "out")
+    run_recipe(recipe, tmp_path / "out")
     out = tmp_path / "out"
     for k in ("sci", "wht", "ctx"):
         assert (out / f"final_drz_{k}.fits").exists()

@@ -210,7 +210,6 @@ def test_header_model_is_reproduced_by_a_sip_wcs(small):
     d, files = small
     grid = Table.read(d / "truth" / "wcs_grid.ecsv")
     models = m2._models(d / "uref")
-    ref = models[3]
     table = rf.read_dgeo_d2im(d / "uref" / m2.REF_NAMES["dgeofile"], 1)
     with fits.open(files[0]) as sci:
         for chip in (1, 2, 3, 4):

@@ -4,7 +4,6 @@ greps, the shift file, and PNG plots (matplotlib Agg, never interactive)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -120,7 +119,6 @@ def plot_histogram(path, hist_info, title=""):
 def plot_residuals(path, fit, ref_xy, title="", scale=None):
     """Residual vector plot of the fitted pairs (arrows exaggerated)."""
     plt = _plt()
-    from .fitting import apply_fit
     mask = np.asarray(fit["mask"], bool)
     res = np.asarray(fit["resid"], float)[mask]
     xy = np.asarray(ref_xy, float)[mask]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 

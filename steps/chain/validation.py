@@ -229,7 +229,7 @@ def star_photometry(final_sci, data_dir, radius=1.0, min_flux=3000.0, max_flux=N
     # isolation
     order = np.argsort(ra)
     iso = np.ones(ra.size, bool)
-    rs, ds = ra[order], dec[order]
+    rs = ra[order]
     win = iso_arcsec / 3600 / cosd
     for n, i in enumerate(order):
         lo, hi = np.searchsorted(rs, ra[i] - win), np.searchsorted(rs, ra[i] + win)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from drizzleflow.engine.errors import DrizzleflowError, RecipeError
+from drizzleflow.engine.errors import RecipeError
 from drizzleflow.steps.instruments.wfpc2 import reference_files as rf
 
 from . import field, geometry, patterns, truth, writer

@@ -97,7 +97,7 @@ from __future__ import annotations
 
 import calendar
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
