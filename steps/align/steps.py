@@ -46,26 +46,11 @@ def open_exposure_for(context, rec, path=None):
     return open_exposure(Path(path) if path else context.abs(rec["sci"]), context.abs(rec["dq"]))
 
 
-class ChipGeometry:
-    """What alignment needs of a chip without reading its pixels."""
-
-    def __init__(self, extver, detector, shape, wcs, pscale):
-        self.extver, self.detector, self.shape, self.wcs, self.pscale = extver, detector, shape, wcs, pscale
-
-
 def chip_geometries(path):
-    """``[ChipGeometry]`` of the SCI chips of a working copy, headers only."""
-    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, chip_wcs, sci_extensions
-    from drizzleflow.steps.instruments.wfpc2 import read_fits
-    with read_fits(path, load_data=False) as hdul:
-        out = []
-        for i, h in enumerate(sci_extensions(hdul), start=1):
-            hdr = h.header
-            w = chip_wcs(hdul, hdul.index_of(h))
-            shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-            out.append(ChipGeometry(int(hdr.get("EXTVER", i)), int(hdr.get("DETECTOR", i)), shape, w,
-                                    chip_pscale(hdr, w)))
-        return out
+    """``[ChipGeom]`` of the SCI chips of a working copy, headers only (WCS cached)."""
+    from drizzleflow.steps.chain.common import chip_wcs_for
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
+    return chip_geometry(path, wcs_for=chip_wcs_for(path))
 
 
 def _crclean_paths(context) -> dict:

@@ -2,48 +2,22 @@
 and the overlap test between exposures on an output grid."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from astropy.wcs import WCS
 
+from drizzleflow.steps.instruments.model import ChipGeom
+from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
 
 __all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", "check_overlap"]
 
 
-@dataclass
-class ChipGeom:
-    root: str
-    extver: int
-    detector: int
-    shape: tuple
-    wcs: WCS
-    pscale: float
-    exptime: float
-
-
 def gather_geometry(context, step) -> list[ChipGeom]:
     """Geometry of every chip of every exposure, in input order (headers and
-    WCS only: no pixel data is read)."""
-    from astropy.io import fits
-
-    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, sci_extensions
-
+    WCS only: no pixel data is read; WCS objects shared with the exposure cache)."""
     from .common import chip_wcs_for, exposure_records
     out = []
     for rec in exposure_records(context, step):
         path = context.abs(rec["sci"])
-        chip_wcs = chip_wcs_for(path)
-        with fits.open(path, memmap=True) as hdul:
-            prim = hdul[0].header
-            root = rec.get("root") or str(prim.get("ROOTNAME", "")).lower()
-            for i, h in enumerate(sci_extensions(hdul), 1):
-                hdr = h.header
-                w = chip_wcs(hdul, hdul.index_of(h))
-                shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-                out.append(ChipGeom(root, int(hdr.get("EXTVER", i)),
-                                    int(hdr.get("DETECTOR", prim.get("DETECTOR", i))), shape, w,
-                                    chip_pscale(hdr, w), float(prim.get("EXPTIME", 0.0))))
+        out.extend(chip_geometry(path, rec.get("root"), chip_wcs_for(path)))
     return out
 
 
@@ -52,22 +26,10 @@ def archive_geometry(paths) -> list[ChipGeom]:
     before any step runs (the old-format linear WCS is good to a few pixels,
     plenty for a grid-size bound and an overlap test).  Waivered ``c0f`` files
     and unreadable ones are skipped here: ingest reports those properly."""
-    from astropy.io import fits
-
-    from drizzleflow.steps.instruments.wfpc2.reader import chip_pscale, sci_extensions
     out = []
     for path in paths:
         try:
-            with fits.open(path, memmap=True) as hdul:
-                prim = hdul[0].header
-                root = str(prim.get("ROOTNAME", "")).lower() or str(path)
-                for i, h in enumerate(sci_extensions(hdul), 1):
-                    hdr = h.header
-                    w = WCS(hdr, hdul)
-                    shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-                    out.append(ChipGeom(root, int(hdr.get("EXTVER", i)),
-                                        int(hdr.get("DETECTOR", prim.get("DETECTOR", i))), shape, w,
-                                        chip_pscale(hdr, w), float(prim.get("EXPTIME", 0.0))))
+            out.extend(chip_geometry(path))
         except (OSError, ValueError, KeyError):
             continue
     return out

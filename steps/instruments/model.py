@@ -15,7 +15,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-__all__ = ["Chip", "Exposure", "CR_BIT"]
+__all__ = ["Chip", "ChipGeom", "Exposure", "CR_BIT"]
 
 #: DQ bit that the cosmic-ray step sets in the working DQ (AstroDrizzle's crbit)
 CR_BIT = 4096
@@ -47,6 +47,20 @@ class Chip:
     def name(self):
         """How messages name the chip: ``ua060502m[sci,2]``."""
         return f"{self.root}[sci,{self.extver}]"
+
+
+@dataclass
+class ChipGeom:
+    """A chip's geometry without its pixels: what grids, footprints and
+    catalog-to-sky transforms need (read from headers only)."""
+
+    root: str
+    extver: int
+    detector: int
+    shape: tuple
+    wcs: WCS
+    pscale: float        # nominal undistorted scale, arcsec/pixel
+    exptime: float
 
 
 @dataclass

@@ -10,14 +10,11 @@ four corners are enough for labelling and box placement.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
 __all__ = ["ChipFootprint", "chip_label", "read_chip_geometry", "footprints_in_output",
@@ -53,33 +50,15 @@ def output_pixel_scale(wcs: WCS) -> float:
 
 
 def read_chip_geometry(sci_path) -> list[tuple[int, tuple[int, int], WCS]]:
-    """Read ``(detector, (ny, nx), wcs)`` for every SCI extension of a file.
+    """``(detector, (ny, nx), wcs)`` for every SCI extension of a file.
 
-    The WCS is built with the file object so lookup-table distortions
-    (``D2IMARR``) are included when present.  Results are memoised per
-    (path, size, mtime) because both metric steps of a run read the same
-    working copies; callers must not modify the returned WCS objects.
+    The WCS includes lookup-table distortions (``D2IMARR``) and is shared with
+    the chain's WCS cache (keyed by the file's identity), because both metric
+    steps read the same working copies; callers must not modify it.
     """
-    st = os.stat(sci_path)
-    return _read_chip_geometry(str(Path(sci_path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _read_chip_geometry(sci_path, size, mtime_ns):
-    out = []
-    with fits.open(sci_path) as hdul:
-        for hdu in hdul:
-            if hdu.header.get("EXTNAME", "").strip().upper() != "SCI" or hdu.header.get("NAXIS", 0) != 2:
-                continue
-            hdr = hdu.header
-            det = int(hdr.get("DETECTOR", hdr.get("EXTVER", len(out) + 1)))
-            shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
-            try:
-                wcs = WCS(hdr, hdul)
-            except Exception:  # a lookup table that cannot be read: fall back to the header alone
-                wcs = WCS(hdr)
-            out.append((det, shape, wcs))
-    return out
+    from drizzleflow.steps.chain.common import chip_wcs_for
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
+    return [(g.detector, g.shape, g.wcs) for g in chip_geometry(sci_path, wcs_for=chip_wcs_for(sci_path))]
 
 
 def footprints_in_output(chips, out_wcs: WCS, inset: float = 0.0) -> list[ChipFootprint]:

@@ -19,11 +19,11 @@ from astropy.wcs import WCS, FITSFixedWarning
 from drizzleflow.engine.errors import InputFileError
 
 from ..bits import bits_mask
-from ..model import Chip, Exposure
+from ..model import Chip, ChipGeom, Exposure
 from .constants import NAN_BIT, detector_gain
 from .files import as_uint16, check_pair, read_fits, rootname
 
-__all__ = ["open_exposure", "chip_wcs", "chip_pscale", "sci_extensions", "dq_extensions"]
+__all__ = ["open_exposure", "chip_wcs", "chip_geometry", "chip_pscale", "sci_extensions", "dq_extensions"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,27 @@ def chip_wcs(hdul, ext) -> WCS:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(hdul[ext].header, hdul)
+
+
+def chip_geometry(path, root=None, wcs_for=None) -> list[ChipGeom]:
+    """Geometry of every SCI chip of a file, from its headers (no pixel data).
+
+    ``wcs_for(hdul, ext)`` supplies the WCS (default :func:`chip_wcs`); callers
+    that read the same files repeatedly pass a caching one.
+    """
+    wcs_for = wcs_for or chip_wcs
+    with fits.open(path, memmap=True) as hdul:
+        prim = hdul[0].header
+        root = root or str(prim.get("ROOTNAME", "")).lower() or Path(path).name.split("_")[0]
+        out = []
+        for i, h in enumerate(sci_extensions(hdul), 1):
+            hdr = h.header
+            w = wcs_for(hdul, hdul.index_of(h))
+            extver = int(hdr.get("EXTVER", i))
+            out.append(ChipGeom(root, extver, int(hdr.get("DETECTOR", extver)),
+                                (int(hdr["NAXIS2"]), int(hdr["NAXIS1"])), w, chip_pscale(hdr, w),
+                                float(prim.get("EXPTIME", 0.0))))
+    return out
 
 
 def chip_pscale(header, wcs=None) -> float:
