@@ -154,26 +154,26 @@ def waivered_to_mef(c0f, out_dir, name=None) -> Path:
     ``x_c0f.fits`` becomes ``x_c0m.fits`` (``c1f`` -> ``c1m``) unless ``name``
     is given.  The input is only read.
     """
-    from .files import read_fits
-    c0f = Path(c0f)
-    with read_fits(c0f) as hdul:
-        mef = waivered_hdul_to_mef(hdul, c0f)
-    name = name or c0f.name.replace("_c0f", "_c0m").replace("_c1f", "_c1m")
-    dest = Path(out_dir) / name
-    with atomic_path(dest) as tmp:
-        mef.writeto(tmp)
-    return dest
+    return _convert(c0f, out_dir, name, waivered_hdul_to_mef, ("_c0f", "_c0m"), ("_c1f", "_c1m"))
 
 
 def mef_to_waivered(mef, out_dir, name=None) -> Path:
     """Write the waivered version of a multi-extension file into ``out_dir``
     (``x_c0m.fits`` -> ``x_c0f.fits``)."""
+    return _convert(mef, out_dir, name, mef_hdul_to_waivered, ("_c0m", "_c0f"), ("_c1m", "_c1f"))
+
+
+def _convert(src, out_dir, name, convert, *renames) -> Path:
+    """Read ``src``, convert its HDU list, write the result atomically into ``out_dir``."""
     from .files import read_fits
-    mef = Path(mef)
-    with read_fits(mef) as hdul:
-        wf = mef_hdul_to_waivered(hdul, mef)
-    name = name or mef.name.replace("_c0m", "_c0f").replace("_c1m", "_c1f")
+    src = Path(src)
+    with read_fits(src) as hdul:
+        out = convert(hdul, src)
+    if name is None:
+        name = src.name
+        for old, new in renames:
+            name = name.replace(old, new)
     dest = Path(out_dir) / name
     with atomic_path(dest) as tmp:
-        wf.writeto(tmp)
+        out.writeto(tmp)
     return dest
