@@ -19,7 +19,7 @@ from ..instruments.bits import good_mask
 
 __all__ = ["load_exposure", "clear_cache", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "new_drizzle", "add_chip", "blot_chip", "THREADS"]
+           "pixmap_for", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS"]
 
 log = logging.getLogger("drizzleflow.chain")
 
@@ -205,10 +205,11 @@ def update_file(path, edit) -> None:
         hdul.writeto(tmp, output_verify="silentfix")
 
 
-def pixmap_for(chip, grid, stepsize: int = 10) -> np.ndarray:
-    """Pixel map (ny, nx, 2) of a chip onto an output grid (the core team's code)."""
-    from drizzleflow.steps.drizzle.pixmap import pixmap
-    return pixmap(chip.wcs, grid.wcs, chip.shape, stepsize)
+def pixmap_for(chip, grid, stepsize: int | None = None) -> np.ndarray:
+    """Pixel map (ny, nx, 2) of a chip onto an output grid (default sampling:
+    ``pixmap.DEFAULT_STEPSIZE``, 2e-8 px from the full evaluation on WFPC2)."""
+    from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE, pixmap
+    return pixmap(chip.wcs, grid.wcs, chip.shape, DEFAULT_STEPSIZE if stepsize is None else stepsize)
 
 
 def new_drizzle(shape, kernel, fillval, context=True):
@@ -229,6 +230,31 @@ def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, inpu
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
                    in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=THREADS,
                    **(region or {}))
+
+
+def finish_rows(driz, block=256, scale=1.0):
+    """Yield ``(sci, wht, ctx)`` row blocks of a finished drizzle, so that a
+    product can be streamed to its file without a second full-size copy of
+    the output in memory (the accumulators alone are 12 bytes per pixel).
+
+    ``sci`` is the weighted mean times ``scale`` (the total exposure time for
+    ``counts`` products), the drizzle's fill value where the weight is zero;
+    ``ctx`` is the first context plane (None without context).
+    """
+    from drizzleflow.steps.drizzle import _core
+    acc = driz._acc
+    ctx = driz.out_ctx
+    fill = driz.fillval
+    ny, nx = acc.shape[:2]
+    for r0 in range(0, ny, block):
+        r1 = min(ny, r0 + block)
+        sci = np.empty((r1 - r0, nx), dtype=np.float32)
+        wht = np.empty((r1 - r0, nx), dtype=np.float32)
+        _core.finish_into(acc[r0:r1], sci, wht, np.float32(fill), 0, r1 - r0)
+        if scale != 1.0:
+            sci *= np.float32(scale)
+            sci[wht <= 0] = np.float32(fill)
+        yield sci, wht, (None if ctx is None else ctx[0, r0:r1])
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):

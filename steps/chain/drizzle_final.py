@@ -28,8 +28,10 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
-                     pixmap_for, sky_for, trim_heap)
+from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
+
+from .common import (add_chip, clear_cache, exposure_records, finish_rows, good_from_bits, load_exposure,
+                     new_drizzle, pixmap_for, sky_for, trim_heap)
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -40,6 +42,11 @@ __all__ = ["DrizzleFinalStep", "chip_weight"]
 
 ERR_MESSAGE = ("wht_type ERR needs an ERR array, which WFPC2 c0m/c1m data do not have "
                "(AstroDrizzle silently uses unit weights); use EXP (exposure-time weights) or IVM")
+
+#: accumulator bytes per output pixel: float32 (sum, weight) pair and int32 context;
+#: the products are streamed to their files in row blocks, so nothing else scales
+#: with the grid
+ACC_BYTES_PER_PIXEL = 12
 
 #: dark current used by the automatic IVM weights, e-/s (as AstroDrizzle)
 DARK_RATE = 0.005
@@ -102,10 +109,13 @@ class DrizzleFinalStep(Step):
         per_chip: bool = Field(False, description="Also write one product per detector "
                                "(<root>_chip<N>_drz_*) with that chip's PHOTFLAM (tutorial note IX).")
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
-        stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
-        band_mb: int = Field(96, ge=8, le=65536, description="Memory (MB) for the output accumulators: "
-                             "larger outputs are drizzled in bands of rows, each band written as soon as "
-                             "it is done (same pixels, less memory; inputs are re-read per band).")
+        stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
+                              "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
+        band_mb: int = Field(160, ge=8, le=65536, description="Memory (MB) for the output accumulators "
+                             "(12 bytes per output pixel: the default holds a 13-Mpix grid, e.g. the M2 "
+                             "mosaic at 0.0455\"). Larger outputs are drizzled in bands of rows, each "
+                             "written as soon as it is done (same pixels, less memory, but inputs are "
+                             "re-read and pixel maps recomputed per band).")
 
         @field_validator("wht_type")
         @classmethod
@@ -156,7 +166,8 @@ class DrizzleFinalStep(Step):
         fill = np.nan if params.fillval is None else float(params.fillval)
         ny, nx = grid.shape
         nchips = len(geoms)
-        bands = _bands(ny, nx, params.band_mb) if not subgrids and nchips <= 32 else [(0, ny)]
+        bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
+                 if not subgrids and nchips <= 32 else [(0, ny)])
         chip_driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in subgrids.items()}
         entries, chip_entries = [], {d: [] for d in subgrids}
         photflams, photplams, chip_phot = [], [], {}
@@ -174,150 +185,161 @@ class DrizzleFinalStep(Step):
         masks_read: dict = {}
 
         def mask(kind, key, path):
-            # static and CR masks are small and used by every band: read once
+            # static and CR masks are used by every band: read once (one band: no need to keep them)
+            if len(bands) == 1:
+                return fits.getdata(path).astype(bool)
             if (kind, key) not in masks_read:
                 masks_read[(kind, key)] = fits.getdata(path).astype(bool)
             return masks_read[(kind, key)]
 
-        for bi, (y0, y1) in enumerate(bands):
-            first = bi == 0
+        try:
+            for bi, (y0, y1) in enumerate(bands):
+                first = bi == 0
 
-            def reaches(uid0, rho):
-                if rows is None:
-                    return True
-                lo, hi = rows[uid0]
-                pad = 3.0 * params.pixfrac / rho + 3.0 + 2.0
-                return hi > y0 - pad and lo < y1 - 1 + pad
+                def reaches(uid0, rho):
+                    if rows is None:
+                        return True
+                    lo, hi = rows[uid0]
+                    pad = 3.0 * params.pixfrac / rho + 3.0 + 2.0
+                    return hi > y0 - pad and lo < y1 - 1 + pad
 
-            todo = [n for n in range(len(recs)) if first or rows is None
-                    or any(reaches(u, grid.scale / geoms[u].pscale) for u in range(first_uid[n], first_uid[n + 1]))]
-            driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
-            # one worker thread reads the exposures and prepares the next chip (pixel
-            # map, weights) while the core (GIL released) drizzles this one
-            pool = ThreadPoolExecutor(max_workers=1)
-            state: dict = {}
+                todo = [n for n in range(len(recs)) if first or rows is None
+                        or any(reaches(u, grid.scale / geoms[u].pscale) for u in range(first_uid[n], first_uid[n + 1]))]
+                driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
+                # one worker thread reads the exposures and prepares the next chip (pixel
+                # map, weights) while the core (GIL released) drizzles this one
+                pool = ThreadPoolExecutor(max_workers=1)
+                state: dict = {}
 
-            def prep(n, k, uid0, y0=y0, y1=y1, reaches=reaches):
-                if state.get("n") != n:
-                    state["n"], state["exp"] = None, None
-                    state["exp"] = load_exposure(context, recs[n], False)
-                    state["n"] = n
-                exp = state["exp"]
-                chip = exp.chips[k]
-                rho = grid.scale / chip.pscale
-                sky = sky_for(context, chip, "computed")
-                item = {"exp": exp, "chip": chip, "rho": rho, "sky": sky, "region": False}
-                if not reaches(uid0 + k, rho):
+                def prep(n, k, uid0, y0=y0, y1=y1, reaches=reaches):
+                    if state.get("n") != n:
+                        state["n"], state["exp"] = None, None
+                        state["exp"] = load_exposure(context, recs[n], False)
+                        state["n"] = n
+                    exp = state["exp"]
+                    chip = exp.chips[k]
+                    rho = grid.scale / chip.pscale
+                    sky = sky_for(context, chip, "computed")
+                    item = {"exp": exp, "chip": chip, "rho": rho, "sky": sky, "region": False}
+                    if not reaches(uid0 + k, rho):
+                        return item
+                    pm = pixmap_for(chip, grid, params.stepsize)
+                    region = None
+                    if len(bands) > 1:
+                        pm[..., 1] -= y0
+                        region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
+                    item["region"] = region
+                    if region is False:
+                        return item
+                    good = good_from_bits(chip.dq, params.bits)
+                    sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
+                    sm_rel = (context.get("static_masks", {}) or {}).get(sig)
+                    if sm_rel:
+                        good &= mask("static", sig, context.abs(sm_rel))
+                    cm = crmasks.get(exp.root)
+                    if cm:
+                        good &= mask("cr", cm[k], context.abs(cm[k]))
+                    item["pm"] = pm
+                    item["data"] = chip.sci - np.float32(sky)
+                    item["w"] = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
+                                            sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
                     return item
-                pm = pixmap_for(chip, grid, params.stepsize)
-                region = None
-                if len(bands) > 1:
-                    pm[..., 1] -= y0
-                    region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
-                item["region"] = region
-                if region is False:
-                    return item
-                good = good_from_bits(chip.dq, params.bits)
-                sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
-                sm_rel = (context.get("static_masks", {}) or {}).get(sig)
-                if sm_rel:
-                    good &= mask("static", sig, context.abs(sm_rel))
-                cm = crmasks.get(exp.root)
-                if cm:
-                    good &= mask("cr", cm[k], context.abs(cm[k]))
-                item["pm"] = pm
-                item["data"] = chip.sci - np.float32(sky)
-                item["w"] = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
-                                        sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
-                return item
 
-            uid_run = 0
-            desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
-            nxt = pool.submit(prep, todo[0], 0, int(first_uid[todo[0]]) if rows is not None else 0) if todo else None
-            for i, n in enumerate(context.progress(todo, desc=desc)):
-                uid = int(first_uid[n]) if rows is not None else uid_run
-                uid0 = uid
-                k = 0
-                while True:
-                    item = nxt.result()
-                    exp, chip = item["exp"], item["chip"]
-                    if k + 1 < len(exp.chips):
-                        nxt = pool.submit(prep, n, k + 1, uid0)
-                    elif i + 1 < len(todo):
-                        m = todo[i + 1]
-                        nxt = pool.submit(prep, m, 0, int(first_uid[m]) if rows is not None else uid0 + k + 1)
-                    if k == 0 and first:
-                        texp += exp.exptime
-                        nexp += 1
-                    masks = crmasks.get(exp.root)
-                    uid += 1
-                    rho, sky, region = item["rho"], item["sky"], item["region"]
-                    if region is not False:
-                        data, w = item["data"], item["w"]
-                        add_chip(driz, data, item["pm"], exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
-                                 pscale_ratio=rho, input_id=uid - 1, region=region or None)
-                    del item
-                    last = k + 1 >= len(exp.chips)
-                    if not first:
+                uid_run = 0
+                desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
+                nxt = pool.submit(prep, todo[0], 0, int(first_uid[todo[0]]) if rows is not None else 0) if todo else None
+                for i, n in enumerate(context.progress(todo, desc=desc)):
+                    uid = int(first_uid[n]) if rows is not None else uid_run
+                    uid0 = uid
+                    k = 0
+                    while True:
+                        item = nxt.result()
+                        exp, chip = item["exp"], item["chip"]
+                        if k + 1 < len(exp.chips):
+                            nxt = pool.submit(prep, n, k + 1, uid0)
+                        elif i + 1 < len(todo):
+                            m = todo[i + 1]
+                            nxt = pool.submit(prep, m, 0, int(first_uid[m]) if rows is not None else uid0 + k + 1)
+                        if k == 0 and first:
+                            texp += exp.exptime
+                            nexp += 1
+                        masks = crmasks.get(exp.root)
+                        uid += 1
+                        rho, sky, region = item["rho"], item["sky"], item["region"]
+                        if region is not False:
+                            data, w = item["data"], item["w"]
+                            add_chip(driz, data, item["pm"], exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
+                                     pscale_ratio=rho, input_id=uid - 1, region=region or None)
+                        del item
+                        last = k + 1 >= len(exp.chips)
+                        if not first:
+                            k += 1
+                            if last:
+                                break
+                            continue
+                        entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
+                                 "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
+                                 "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
+                                 "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
+                                 "fillval": "INDEF" if params.fillval is None else str(params.fillval),
+                                 "bits": str(sum(params.bits or [])),
+                                 "wcsname": str(chip.header.get("WCSNAME", "")),
+                                 "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
+                                 "mask": masks[k] if masks else ""}
+                        entries.append(entry)
+                        if chip.photflam:
+                            photflams.append(chip.photflam)
+                        plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
+                        if plam:
+                            photplams.append(plam)
+                        if chip.detector in chip_driz:
+                            sg = subgrids[chip.detector]
+                            pm2 = pixmap_for(chip, sg, params.stepsize)
+                            m = len(chip_entries[chip.detector]) + 1
+                            add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
+                                     pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=m - 1)
+                            e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
+                                      ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
+                                      ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
+                            chip_entries[chip.detector].append(e2)
+                            chip_phot.setdefault(chip.detector, ([], []))
+                            if chip.photflam:
+                                chip_phot[chip.detector][0].append(chip.photflam)
+                            if plam:
+                                chip_phot[chip.detector][1].append(plam)
                         k += 1
                         if last:
                             break
-                        continue
-                    entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
-                             "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
-                             "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
-                             "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
-                             "fillval": "INDEF" if params.fillval is None else str(params.fillval),
-                             "bits": str(sum(params.bits or [])),
-                             "wcsname": str(chip.header.get("WCSNAME", "")),
-                             "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
-                             "mask": masks[k] if masks else ""}
-                    entries.append(entry)
-                    if chip.photflam:
-                        photflams.append(chip.photflam)
-                    plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
-                    if plam:
-                        photplams.append(plam)
-                    if chip.detector in chip_driz:
-                        sg = subgrids[chip.detector]
-                        pm2 = pixmap_for(chip, sg, params.stepsize)
-                        m = len(chip_entries[chip.detector]) + 1
-                        add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
-                                 pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=m - 1)
-                        e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
-                                  ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
-                                  ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
-                        chip_entries[chip.detector].append(e2)
-                        chip_phot.setdefault(chip.detector, ([], []))
-                        if chip.photflam:
-                            chip_phot[chip.detector][0].append(chip.photflam)
-                        if plam:
-                            chip_phot[chip.detector][1].append(plam)
-                    k += 1
-                    if last:
-                        break
-                uid_run = uid
-                del exp
-            pool.shutdown()
-            if first:
-                common = dict(units=params.units, exptime_total=texp, recipe_hash=str(
-                    context.options.get("recipe_sha256") or context.options.get("recipe_hash") or ""),
-                    ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
-                hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
-                                     root=params.root, **common)
-            sci, wht, ctx = _finish(driz, params, fill, texp)
-            del driz
-            zero_w += int((wht <= 0).sum())
-            if len(bands) == 1:
-                paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
-            else:
-                if writer is None:
-                    names = {k: context.outdir / f"{params.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
-                    writer = BandWriter(names, {k: _kind_header(hdr, k) for k in names}, (ny, nx),
-                                        {"sci": -32, "wht": -32, "ctx": 32})
-                writer.write(sci=sci, wht=wht, ctx=ctx)
-            del sci, wht, ctx
-            trim_heap()   # the next band's accumulators reuse this band's pages
+                    uid_run = uid
+                    del exp
+                pool.shutdown()
+                if first:
+                    common = dict(units=params.units, exptime_total=texp, recipe_hash=str(
+                        context.options.get("recipe_sha256") or context.options.get("recipe_hash") or ""),
+                        ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
+                    hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
+                                         root=params.root, **common)
+                if driz.out_ctx.shape[0] > 1:
+                    # more than 32 inputs: the context is a cube of bit planes, written whole
+                    sci, wht, ctx = _finish(driz, params, fill, texp)
+                    zero_w += int((wht <= 0).sum())
+                    paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
+                    del sci, wht, ctx
+                else:
+                    # streamed in row blocks: no second full-size copy of the output
+                    if writer is None:
+                        names = {k: context.outdir / f"{params.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
+                        writer = BandWriter(names, {k: _kind_header(hdr, k) for k in names}, (ny, nx),
+                                            {"sci": -32, "wht": -32, "ctx": 32})
+                    for sci, wht, ctx in finish_rows(driz, scale=texp if params.units == "counts" else 1.0):
+                        zero_w += int((wht <= 0).sum())
+                        writer.write(sci=sci, wht=wht, ctx=ctx)
+                del driz
+                trim_heap()   # the next band's accumulators reuse this band's pages
+        except BaseException:
+            if writer is not None:
+                writer.abort()   # no partial products left behind
+            raise
         if writer is not None:
             paths = writer.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),

@@ -13,14 +13,20 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
-from .common import (add_chip, clear_cache, exposure_records, good_from_bits, load_exposure, new_drizzle,
-                     pixmap_for, sky_for, static_mask_for, write_image)
+from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
+
+from .common import (add_chip, clear_cache, exposure_records, finish_rows, good_from_bits, load_exposure,
+                     new_drizzle, pixmap_for, sky_for, static_mask_for)
 from .banding import BandWriter, bands, region
 from .geometry import archive_geometry, check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import grid_to_product
 
 __all__ = ["DrizzleSeparateStep"]
+
+#: accumulator bytes per output pixel: a float32 (sum, weight) pair (no context
+#: image); the singles are streamed to their files in row blocks
+ACC_BYTES_PER_PIXEL = 8
 
 
 class DrizzleSeparateStep(Step):
@@ -47,9 +53,12 @@ class DrizzleSeparateStep(Step):
         wt_scl: Literal["exptime", "expsq"] | float = Field(
             "exptime", description="Weight per exposure: exptime, expsq (exptime²) or a number "
             "multiplying the exposure time.")
-        stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
+        stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
+                              "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
         band_mb: int = Field(96, ge=8, le=65536, description="Memory (MB) for the output accumulators of "
-                             "one single drizzle; larger grids are drizzled in bands of rows.")
+                             "one single drizzle (8 bytes per output pixel: the default holds a 12-Mpix "
+                             "grid, e.g. the M2 mosaic at 0.0455\"); larger grids are drizzled in bands "
+                             "of rows.")
 
     def preflight(self, context, params):
         """Grid size and overlap from the archive headers, before ingest runs."""
@@ -78,7 +87,7 @@ class DrizzleSeparateStep(Step):
         recs = exposure_records(context, self.name)
 
         clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
-        row_bands = bands(grid.shape[0], grid.shape[1], params.band_mb, bytes_per_pixel=24)
+        row_bands = bands(grid.shape[0], grid.shape[1], params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
 
         def one(rec, exp=None):
             if exp is None:
@@ -113,21 +122,16 @@ class DrizzleSeparateStep(Step):
                                 continue
                         add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
                                  pscale_ratio=rho, input_id=i, region=reg)
-                    sci, wht = _finish(driz)
-                    del driz
-                    w = wht[wht > 1e-8]
-                    wsum += float(w.sum(dtype=np.float64))
-                    wcount += int(w.size)
-                    if len(row_bands) == 1:
-                        write_image(p_sci, sci, h)
-                        write_image(p_wht, wht, h)
-                    else:
-                        if writer is None:
-                            writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
+                    if writer is None:
+                        writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
+                    # streamed in row blocks: no second full-size copy of the single in memory
+                    for sci, wht, _ in finish_rows(driz):
+                        w = wht[wht > 1e-8]
+                        wsum += float(w.sum(dtype=np.float64))
+                        wcount += int(w.size)
                         writer.write(sci=sci, wht=wht)
-                    del sci, wht
-                if writer is not None:
-                    writer.close()
+                    del driz
+                writer.close()
             except BaseException:
                 if writer is not None:
                     writer.abort()
@@ -161,8 +165,3 @@ def _wscale(wt_scl, exptime):
         return exptime * exptime
     return float(wt_scl) * exptime
 
-
-def _finish(driz):
-    if hasattr(driz, "finish"):
-        driz.finish()
-    return np.asarray(driz.out_img, dtype=np.float32), np.asarray(driz.out_wht, dtype=np.float32)
