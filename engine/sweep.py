@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,7 +304,6 @@ def _parse_metrics(data, pos):
         items = [(e if isinstance(e, dict) else {"step": e}, ("metrics", i)) for i, e in enumerate(m)]
     else:
         raise _err("expected a list of metric steps, e.g. [psf_fwhm, weight_stats]", pos, ("metrics",), "metrics")
-    reg = registry.steps()
     out = []
     for e, path in items:
         if not isinstance(e.get("step"), str):
@@ -312,8 +312,7 @@ def _parse_metrics(data, pos):
             if k not in ("name", "step", "params"):
                 raise _err(f"unknown metric key{registry.suggest(k, ('name', 'step', 'params'))}", pos,
                            path + (k,), f"metrics.{k}", True)
-        if e["step"] not in reg:
-            registry.get_step(e["step"], where=pos.where(path))
+        registry.get_step(e["step"], where=pos.where(path))   # imports only the steps named
         params = e.get("params") or {}
         if not isinstance(params, dict):
             raise _err("expected a mapping of parameter: value", pos, path + ("params",), "metrics.params")
@@ -746,6 +745,13 @@ def _point_job(args):
         return "error", f"sweep point #{p.index:03d} {p.name}: {exc}"
 
 
+def _worker_init(threads):
+    """Give a point's worker process its share of the cores: steps read
+    ``DRIZZLEFLOW_THREADS`` for their compiled cores' thread count, so that
+    parallel points do not each start a thread per core."""
+    os.environ["DRIZZLEFLOW_THREADS"] = str(int(threads))
+
+
 def _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports):
     """Run points in worker processes; keep every finished point, raise the first failure after."""
     import multiprocessing as mp
@@ -755,8 +761,11 @@ def _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports):
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     errors = []
-    log.info("sweep: running %d points, %d at a time", len(pending), parallel)
-    with ProcessPoolExecutor(max_workers=min(parallel, len(pending)), mp_context=ctx) as pool:
+    nproc = min(parallel, len(pending))
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    log.info("sweep: running %d points, %d at a time (%d core thread(s) each)", len(pending), nproc, threads)
+    with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
         futures = [pool.submit(_point_job, (p, list(done_dirs), opts)) for p in pending]
         for fut in as_completed(futures):
             status, payload = fut.result()

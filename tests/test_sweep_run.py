@@ -214,3 +214,17 @@ def test_failed_point_in_parallel_keeps_the_others(toy):
         run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), parallel=2)
     (toy / "STOP").unlink()
     assert len(run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), parallel=2)) == 7
+
+
+def test_parallel_points_share_the_cores(monkeypatch):
+    """A point's worker process gets cores // parallel threads for the compiled
+    core (DRIZZLEFLOW_THREADS), instead of each process taking every core."""
+    from drizzleflow.engine.sweep import _worker_init
+    from drizzleflow.steps.chain.common import THREADS, core_threads
+
+    monkeypatch.delenv("DRIZZLEFLOW_THREADS", raising=False)
+    assert core_threads() == THREADS
+    monkeypatch.setenv("DRIZZLEFLOW_THREADS", "0")      # nonsense: the default
+    assert core_threads() == THREADS
+    _worker_init(1)
+    assert core_threads() == 1

@@ -19,12 +19,26 @@ from ..instruments.bits import good_mask
 
 __all__ = ["load_exposure", "clear_cache", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS"]
+           "pixmap_for", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS", "core_threads"]
 
 log = logging.getLogger("drizzleflow.chain")
 
-#: threads given to the core (results do not depend on the number)
+#: threads for the per-chip work of the chain steps (results do not depend on the number)
 THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def core_threads() -> int:
+    """Threads given to the drizzle/blot core by this process.
+
+    ``DRIZZLEFLOW_THREADS`` when set (a sweep running points in parallel worker
+    processes sets it so that the processes share the cores instead of each
+    taking all of them), else :data:`THREADS`.  Results do not depend on it.
+    """
+    try:
+        n = int(os.environ.get("DRIZZLEFLOW_THREADS", "") or 0)
+    except ValueError:
+        n = 0
+    return n if n >= 1 else THREADS
 
 
 def exposure_records(context, step: str) -> list[dict]:
@@ -228,7 +242,7 @@ def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, inpu
     """
     driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
-                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=THREADS,
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=core_threads(),
                    **(region or {}))
 
 
@@ -261,4 +275,4 @@ def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0
     """Resample an e-/s image on the output grid back onto a chip, in electrons."""
     from drizzleflow.steps.drizzle.core import blot
     return blot(np.ascontiguousarray(image, dtype=np.float32), pixmap, interp=interp, sinscl=float(sinscl),
-                exptime=float(exptime), scale=float(pscale_ratio), fillval=float(fillval), threads=THREADS)
+                exptime=float(exptime), scale=float(pscale_ratio), fillval=float(fillval), threads=core_threads())
