@@ -92,15 +92,19 @@ class DrizzleSeparateStep(Step):
         def one(rec, exp=None):
             if exp is None:
                 exp = load_exposure(context, rec, cache=False)
-            prepared = []
-            for chip in exp.chips:
+            def prepare(chip):
                 good = good_from_bits(chip.dq, params.bits)
                 sm = static_mask_for(context, chip)
                 if sm is not None:
                     good &= sm
                 weight = good.astype(np.float32) * np.float32(_wscale(params.wt_scl, chip.exptime))
                 data = chip.sci - np.float32(sky_for(context, chip, "computed"))
-                prepared.append((chip, data, weight, pixmap_for(chip, grid, params.stepsize)))
+                return chip, data, weight, pixmap_for(chip, grid, params.stepsize)
+
+            # one band: each chip is prepared, drizzled and dropped (its pixel map alone is
+            # 10 MB); several bands: every chip is kept prepared for all of them
+            prepared = ([prepare(c) for c in exp.chips] if len(row_bands) > 1
+                        else (prepare(c) for c in exp.chips))
             h = hdr.copy()
             h["BUNIT"] = "ELECTRONS/S"
             h["EXPTIME"] = exp.exptime
