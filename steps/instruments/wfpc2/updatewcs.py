@@ -153,16 +153,34 @@ def read_idc_model(path, detector, filter1=None, filter2=None, binned=1) -> IDCM
 def read_offtab(path, detector, date_obs):
     """(V2REF, V3REF, THETA) of a chip at DATE-OBS, interpolated in date as stwcs
     does (first row before the table, linear extrapolation after it)."""
-    return reference_files.read_offtab(path, str(date_obs)[:10], detector)
+    return _offtab(str(path), _mtime_ns(path), int(detector), str(date_obs)[:10])
 
 
 def read_dgeo_dy(path, detector):
     """Column 0 of the chip's ``DY`` image of a DGEOFILE (the y correction in pixels
     as a function of row); chip 1's table when the chip has none (stwcs uses chip 1)."""
+    return _dgeo_dy(str(path), _mtime_ns(path), int(detector)).copy()
+
+
+def _mtime_ns(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0   # the reader says what is wrong with the path
+
+
+@functools.lru_cache(maxsize=64)
+def _offtab(path, mtime_ns, detector, date):
+    """Cached per file version, as the IDCTAB rows: ingest asks 4 chips x N exposures."""
+    return reference_files.read_offtab(path, date, detector)
+
+
+@functools.lru_cache(maxsize=64)
+def _dgeo_dy(path, mtime_ns, detector):
     try:
         return np.asarray(reference_files.read_dgeo_d2im(path, detector), dtype=np.float32)
     except ReferenceFileError:
-        if int(detector) == 1:
+        if detector == 1:
             raise
         return np.asarray(reference_files.read_dgeo_d2im(path, 1), dtype=np.float32)
 
