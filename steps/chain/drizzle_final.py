@@ -111,9 +111,9 @@ class DrizzleFinalStep(Step):
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
         stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
                               "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
-        band_mb: int = Field(160, ge=8, le=65536, description="Memory (MB) for the output accumulators "
-                             "(12 bytes per output pixel: the default holds a 13-Mpix grid, e.g. the M2 "
-                             "mosaic at 0.0455\"). Larger outputs are drizzled in bands of rows, each "
+        band_mb: int = Field(320, ge=8, le=65536, description="Memory (MB) for the output accumulators "
+                             "(12 bytes per output pixel: the default holds a 26-Mpix grid, e.g. the M2 "
+                             "mosaic at 0.032\"). Larger outputs are drizzled in bands of rows, each "
                              "written as soon as it is done (same pixels, less memory, but inputs are "
                              "re-read and pixel maps recomputed per band).")
 
