@@ -93,7 +93,10 @@ _LIBC = None
 
 
 #: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
-#: SCI file's identity and the extension index; shared read-only.
+#: SCI file's content identity (device, inode, size, mtime: the hard-linked
+#: working copies of a sweep's points share entries) and the extension index;
+#: shared read-only.  (Exposures stay keyed by path: they carry the paths that
+#: steps write back to.)
 _WCS: "OrderedDict[tuple, object]" = OrderedDict()
 WCS_CACHE_SIZE = 256
 
@@ -102,7 +105,8 @@ def chip_wcs_for(path):
     """A ``wcs_for(hdul, ext)`` callable serving cached WCS objects of ``path``
     (the file's identity taken now, before it is read)."""
     from drizzleflow.steps.instruments.wfpc2.reader import chip_wcs
-    ident = _identity(path)
+    st = Path(path).stat()
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def wcs_for(hdul, ext):
         key = (ident, int(ext))
