@@ -10,7 +10,8 @@ pointing into the working copies (what a perfect alignment step does; the
 simulated headers carry 0.02-0.05" pointing errors, as the real data did
 before TweakReg), runs the tutorial's first AstroDrizzle call as chain steps
 and prints: CR event recall, the fraction of flagged clean pixels more than
-1 px from a true CR, flagged unsaturated star cores, aperture photometry
+1 px from a true CR, flagged unsaturated star cores (with the headroom: the
+largest driz_cr test ratio at a core, > 1 = flagged), aperture photometry
 (r = 1") of isolated stars / truth, and the weight-image median and std in
 the central 500x500 (0.046" pixels) of each chip, plus time and peak RSS per
 step.
@@ -70,11 +71,13 @@ def main(argv=None):
                        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
         if name == "ingest" and not a.no_align:
             v.align_to_truth(out, data)
+    crp = reg["cosmic_rays"].Params(**dict(TUTORIAL)["cosmic_rays"])
     result = {
         "aligned_to_truth": not a.no_align,
         "steps_seconds_peakMiB": times,
         "cr": v.cr_metrics(out, data / "truth")["total"],
-        "star_cores": v.star_cores_flagged(out / "work", out / "chain" / "crmask", data / "truth"),
+        "star_cores": v.star_cores_flagged(out / "work", out / "chain" / "crmask", data / "truth",
+                                           blot_dir=out / "chain" / "blot", snr=crp.snr, scale=crp.scale),
         "photometry": v.star_photometry(out / "final_drz_sci.fits", data),
         "weights": v.weight_boxes(out / "final_drz_wht.fits", out / "work"),
         "cr_pixels_per_exposure": {k: sum(c) for k, c in ctx.get("cr_counts").items()},

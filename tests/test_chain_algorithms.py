@@ -5,7 +5,7 @@ import pytest
 
 from drizzleflow.steps.chain.crdetect import cr_mask, cte_grow, deriv, driz_cr, grow_mask
 from drizzleflow.steps.chain.imagestats import clipped_stats
-from drizzleflow.steps.chain.minmed import box_sum, masked_median, minmed
+from drizzleflow.steps.chain.minmed import box_sum, masked_median, min_candidates, minmed
 
 
 # ---------------------------------------------------------------- statistics
@@ -108,6 +108,43 @@ def test_minmed_grow_uses_second_threshold_next_to_detections():
     out1 = minmed(sci, wht, bad, *args, nsigma=(4, 3), grow=1)
     assert out0[0, 0] == 0.0 and out0[0, 1] == med and out0[0, 2] == med
     assert out1[0, 0] == 0.0 and out1[0, 1] == np.float32(mild) and out1[0, 2] == med
+
+
+
+def test_minmed_minimum_only_from_singles_that_fully_sample_the_pixel():
+    """The peak of an undersampled WF star on the PC grid (values from the
+    simulated M2 set, e-/s): five singles cover the pixel fully (weight 2.09 s =
+    10 s x (0.0455/0.0996)^2); the sixth has a bad column through the star's
+    core, so only half the pixel is covered (1.09 s, still above maskpt) and its
+    value is the PSF wing next to the column.  AstroDrizzle's minmed takes that
+    wing value as the minimum and carves a hole into the median."""
+    sci = np.array([14.8, 20.6, 20.2, 19.6, 9.8, 5.6], dtype=np.float32).reshape(6, 1, 1)
+    wht = np.array([2.09] * 5 + [1.09], dtype=np.float32).reshape(6, 1, 1)
+    bad = np.zeros_like(sci, dtype=bool)
+    args = ([10] * 6, [41.0] * 6, [5.3] * 6)
+    assert minmed(sci, wht, bad, *args, grow=0, min_coverage=0)[0, 0] == np.float32(5.6)
+    assert minmed(sci, wht, bad, *args, grow=0)[0, 0] == np.float32(14.8)   # the median
+    # the same stack with every single covering fully: the minimum is tested as before
+    full = np.full_like(wht, 2.09)
+    assert minmed(sci, full, bad, *args, grow=0)[0, 0] == np.float32(5.6)
+    # a median spoiled by cosmic rays in 4 of 6 singles still falls back to the minimum
+    cr = np.array([10, 10, 500, 500, 500, 500], dtype=np.float32).reshape(6, 1, 1)
+    assert minmed(cr, full, bad, *args, grow=0)[0, 0] == 10.0
+    assert minmed(cr, wht, bad, *args, grow=0)[0, 0] == 10.0
+
+
+def test_min_candidates_per_second_of_exposure_and_seams():
+    # columns: full coverage with exposure times 10 s and 20 s (both candidates);
+    # a WF single (0.21 of a PC pixel per second) among PC singles; a masked single
+    # (weights in s: exposure time x the fraction of an input pixel in the output pixel)
+    wht = np.array([[[10.0, 10.0, 10.0]], [[20.0, 4.2, 20.0]], [[9.6, 10.0, 0.0]]], dtype=np.float32)
+    bad = np.zeros_like(wht, dtype=bool)
+    bad[2, 0, 2] = True
+    c = min_candidates(wht, bad, [10, 20, 10])
+    assert c[:, 0, 0].all()                              # 1.0, 1.0, 0.96 of the best per second
+    assert c[:, 0, 1].tolist() == [True, False, True]    # the coarser single is no candidate
+    assert c[:, 0, 2].tolist() == [True, True, False]    # masked singles never are
+    assert (min_candidates(wht, bad, [10, 20, 10], 0) == ~bad).all()   # AstroDrizzle: all unmasked
 
 
 # ---------------------------------------------------------------- driz_cr

@@ -2,6 +2,11 @@
 (ALGORITHMS §1.6).  Works in row strips of the memory-mapped single images so
 memory stays bounded by one strip of each input plus the output.
 
+minmed takes its minimum only from the singles that sample a pixel fully at the
+finest input scale there (``min_coverage``, default ``minmed.MIN_COVERAGE``;
+AstroDrizzle takes it from every unmasked single, which carves holes into
+undersampled stars next to masked input pixels).
+
 Units: the single images are e-/s; ``lthresh``/``hthresh`` are in the same
 units (AstroDrizzle converts them from native units cumulatively inside its
 image loop — not reproduced).  ``hthresh=90000`` therefore keeps the 99999
@@ -21,7 +26,7 @@ from drizzleflow.engine.legacy import FloatPair, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
 from .common import THREADS, trim_heap, write_image
-from .minmed import masked_median, minmed
+from .minmed import MIN_COVERAGE, masked_median, minmed
 
 __all__ = ["MedianStep", "combine_strip"]
 
@@ -39,7 +44,7 @@ def combine_strip(sci, wht, singles, params, wmeans):
     if ct in ("minmed", "iminmed"):
         return minmed(sci, wht, bad, [s["exptime"] for s in singles], [s["bsky"] for s in singles],
                       [s["rdnoise"] for s in singles], nsigma=params.nsigma, grow=params.grow,
-                      ignore_masks=(ct == "iminmed"))
+                      ignore_masks=(ct == "iminmed"), min_coverage=params.min_coverage)
     med, n = masked_median(sci, bad, params.nlow, params.nhigh)
     if ct == "imedian":
         allbad = n == 0
@@ -76,6 +81,11 @@ class MedianStep(Step):
                           "where the second threshold applies.")
         maskpt: float = Field(0.3, ge=0, le=1, description="Pixels whose weight is below this fraction "
                               "of the image's mean weight are masked.")
+        min_coverage: float = Field(MIN_COVERAGE, ge=0, le=1, description="minmed: a single supplies the "
+                                    "minimum only where its weight per second is at least this fraction "
+                                    "of the best single's there (partly covered pixels next to masked "
+                                    "ones hold a neighbouring patch of sky); 0 = AstroDrizzle, every "
+                                    "unmasked single.")
         rows: int = Field(128, ge=8, le=100000, description="Rows per processing strip (memory bound).")
 
     def run(self, context, params):

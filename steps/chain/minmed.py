@@ -4,12 +4,32 @@ All functions work on one strip of a stack: ``sci`` and ``wht`` of shape
 ``(N, ny, nx)`` (the N single drizzles, e-/s and exposure-time weights) and a
 boolean ``bad`` of the same shape.  The caller (``median.py``) handles strips,
 masks from weights and thresholds.
+
+Deviation from AstroDrizzle (deliberate), in ``minmed``: the minimum is taken
+only over the singles that sample the pixel fully and at the finest input
+scale present there (see :data:`MIN_COVERAGE`); every unmasked single still
+enters the median.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sort_stack", "masked_median", "masked_mean", "masked_min", "box_sum", "minmed"]
+__all__ = ["sort_stack", "masked_median", "masked_mean", "masked_min", "box_sum", "minmed",
+           "min_candidates", "MIN_COVERAGE"]
+
+#: minmed: a single is a candidate for the minimum only where its weight per
+#: second of exposure is at least this fraction of the largest such weight among
+#: the unmasked singles at that pixel.  The weight per second is the fraction of
+#: an input pixel that lands in the output pixel: equal (to the few per cent of
+#: the distortion's pixel-area changes) for singles that cover the pixel fully
+#: with the same pixel size, lower where a single covers the pixel only partly
+#: (next to a masked input pixel, at a chip edge) or through larger pixels (a WF
+#: chip where another exposure has the PC).  Such a value describes another patch
+#: of sky than the pixel: harmless inside a median, but the minimum picks exactly
+#: these low values, e.g. the PSF wing beside a bad column through an
+#: undersampled star's core, which then carves a hole into the median that
+#: driz_cr flags as a cosmic ray in every other exposure.  0 = AstroDrizzle.
+MIN_COVERAGE = 0.9
 
 
 def sort_stack(x):
@@ -103,8 +123,23 @@ def box_sum(a, half):
     return out
 
 
+def min_candidates(wht, bad, exptime, min_coverage=None):
+    """Singles eligible for minmed's minimum (bool (N, ny, nx)): unmasked and
+    with a weight per second of exposure of at least ``min_coverage`` (default
+    :data:`MIN_COVERAGE`) times the largest among the unmasked singles there."""
+    bad = np.asarray(bad, dtype=bool)
+    frac = MIN_COVERAGE if min_coverage is None else float(min_coverage)
+    if frac <= 0:
+        return ~bad
+    t = np.asarray(exptime, dtype=np.float32).reshape(-1, 1, 1)
+    rate = np.where(bad, np.float32(0), np.asarray(wht, dtype=np.float32) / np.where(t > 0, t, 1))
+    cand = ~bad & (rate >= np.float32(frac) * rate.max(axis=0))
+    # no candidate at all (non-finite weights): every unmasked single, as AstroDrizzle
+    return cand | (~bad & ~cand.any(axis=0))
+
+
 def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
-           ignore_masks=False):
+           ignore_masks=False, min_coverage=None):
     """AstroDrizzle's ``minmed`` combination of one strip (exact array program).
 
     Parameters
@@ -122,6 +157,9 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
     ignore_masks : bool
         ``iminmed``: where every input is masked use the unmasked statistics
         instead of 0.
+    min_coverage : float, optional
+        Candidates for the minimum (:func:`min_candidates`); default
+        :data:`MIN_COVERAGE`, 0 reproduces AstroDrizzle (every unmasked single).
 
     Returns
     -------
@@ -135,6 +173,14 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
     with ``Wt = sum(W_i)``.  ``Min`` replaces ``Med`` where
     ``Min*Wt < Med*Wt - nsig*sigma`` (``nsig`` = first value, or the second where
     the grown first-test mask is set).
+
+    ``Min`` is the minimum over :func:`min_candidates` only.  AstroDrizzle takes
+    it over every unmasked single; a single that covers the pixel only partly
+    (weights down to ``combine_maskpt`` of the mean stay unmasked) or through
+    larger pixels then supplies a value from a neighbouring patch of sky, which
+    at a sharp source is far below the median (not noise, so ``nsigma`` cannot
+    guard against it).  On the simulated M2 set this was the cause of the
+    only flagged star cores and of most false cosmic-ray flags.
     """
     sci = np.asarray(sci, dtype=np.float32)
     wht = np.asarray(wht, dtype=np.float32)
@@ -153,7 +199,7 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
         med, n = masked_median(sci, bad, nlow=0, nhigh=1)
         if ignore_masks:
             med = np.where(allbad, masked_median(sci, np.zeros_like(bad), 0, 1)[0], med)
-    mn = masked_min(sci, bad)
+    mn = masked_min(sci, ~min_candidates(wht, bad, exptime, min_coverage))
     if ignore_masks:
         mn = np.where(allbad, sci.min(axis=0), mn)
 

@@ -146,7 +146,8 @@ def _dq(work_dir, root, chip):
         return np.asarray(exts[chip - 1].data).astype(np.uint16)
 
 
-def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20):
+def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20, blot_dir=None,
+                       snr=(5.5, 3.5), scale=(2.0, 1.5)):
     """Unsaturated stars whose core pixel (brightest of the 3×3 around the
     predicted position) was flagged as a CR.
 
@@ -156,6 +157,12 @@ def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20
     median — the PC/WF seams), the core pixel and its neighbours carry no DQ
     flag (saturation, warm pixels: not the star's own signal) and no true CR
     lies within 1 px.
+
+    With ``blot_dir`` (the run's ``chain/blot``) and the run's driz_cr ``snr``
+    and ``scale``, also the headroom: for every checked core the driz_cr test
+    ratio ``min(|I-B|/T2 at the core, max |I-B|/T1 over its 3×3)`` (> 1 means
+    flagged, before growth), reported as ``worst_ratio`` with the ``closest``
+    cores.
     """
     stars = Table.read(Path(truth_dir) / "stars.ecsv")
     stars = stars[stars["flux_e"] > min_flux]
@@ -177,9 +184,10 @@ def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20
                 pos[e.header["EXTVER"]] = (x, y)
         where.append((sci, det, pos))
     same = np.all([d == where[0][1] for _s, d, _p in where], axis=0) & (where[0][1] > 0)
-    bad, checked = [], 0
+    bad, checked, ratios = [], 0, []
     for sci, det, pos in where:
         root = sci.name[:9]
+        ratio = _cr_test_ratios(sci, Path(blot_dir), snr, scale) if blot_dir is not None else {}
         with fits.open(sci) as hd:
             for e in (e for e in hd[1:] if e.header.get("EXTNAME") == "SCI"):
                 chip = e.header["EXTVER"]
@@ -203,7 +211,37 @@ def star_cores_flagged(work_dir, crmask_dir, truth_dir, min_flux=2000.0, edge=20
                     checked += 1
                     if flagged[cy, cx]:
                         bad.append((root, chip, int(cx), int(cy)))
-    return {"checked": checked, "flagged": len(bad), "examples": bad[:10]}
+                    if chip in ratio:
+                        r2, r1 = ratio[chip]
+                        ratios.append((float(min(r2[cy, cx], r1[cy - 1:cy + 2, cx - 1:cx + 2].max())),
+                                       root, chip, int(cx), int(cy)))
+    out = {"checked": checked, "flagged": len(bad), "examples": bad[:10]}
+    if ratios:
+        ratios.sort(reverse=True)
+        out["worst_ratio"] = round(ratios[0][0], 3)
+        out["closest"] = [(round(r, 3), *rest) for r, *rest in ratios[:5]]
+    return out
+
+
+def _cr_test_ratios(sci_path, blot_dir, snr, scale):
+    """Per chip of one exposure: ``|I-B|/T2`` and ``|I-B|/T1`` of the driz_cr
+    test (:mod:`drizzleflow.steps.chain.crdetect`), in electrons."""
+    from drizzleflow.steps.chain.crdetect import deriv
+    from drizzleflow.steps.instruments.model import CR_BIT
+    from drizzleflow.steps.instruments.wfpc2 import open_exposure
+    sci_path = Path(sci_path)
+    exp = open_exposure(sci_path, sci_path.with_name(sci_path.name.replace("_c0m", "_c1m")), ignore_bits=CR_BIT)
+    out = {}
+    for chip in exp.chips:
+        bp = blot_dir / f"{sci_path.name[:9]}_sci{chip.extver}_blt.fits"
+        if not bp.exists():
+            continue
+        b = fits.getdata(bp).astype(np.float32)
+        diff = np.abs(chip.sci - b)
+        d = deriv(b)
+        noise = np.sqrt(np.abs(b) + np.float32(chip.rdnoise) ** 2)
+        out[chip.extver] = (diff / (scale[1] * d + snr[1] * noise), diff / (scale[0] * d + snr[0] * noise))
+    return out
 
 
 def star_photometry(final_sci, data_dir, radius=1.0, min_flux=3000.0, max_flux=None, edge_px=60,
