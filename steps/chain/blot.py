@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from drizzleflow.engine.step import Params, Step
+from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .common import blot_chip, pixmap_for, read_image, sky_for, trim_heap, write_image
 from .geometry import gather_geometry
@@ -34,7 +35,8 @@ class BlotStep(Step):
         sinscl: float = Field(1.0, gt=0, le=10, description="Scale of the sinc interpolant.")
         addsky: bool = Field(True, description="Add the sky subtracted before drizzling back.")
         skyval: float = Field(0.0, description="Sky (electrons/pixel) added when addsky is false.")
-        stepsize: int = Field(10, ge=0, le=100, description="Pixel-map sampling step (0 = every pixel).")
+        stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
+                              "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
 
     def run(self, context, params):
         med = context.get("median")
