@@ -422,7 +422,7 @@ def load_sweep(path, overrides=(), *, output=None, cwd=None) -> SweepSpec:
     lines = path.read_text(encoding="utf-8").splitlines()
     mode, keys, points, baseline, guidance, raw = _parse_block(data, pos, lines)
     metrics = _parse_metrics(data, pos)
-    reg = registry.steps()
+    reg = registry.LazySteps()  # imports only the steps the sweep names
     swept_cli = {o.partition("=")[0].strip() for o in overrides} & set(keys)
     if swept_cli:
         k = sorted(swept_cli)[0]
