@@ -17,7 +17,6 @@ Choices that differ from AstroDrizzle 3.11, on purpose:
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -30,12 +29,13 @@ from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .common import (add_chip, clear_cache, exposure_records, finish_rows, good_from_bits, load_exposure,
-                     new_drizzle, pixmap_for, sky_for, trim_heap)
+from .chip_feed import ChipFeed, chip_rows, one_ahead
+from .common import (add_chip, clear_cache, exposure_records, finish_rows, new_drizzle, pixmap_for, sky_for,
+                     trim_heap)
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
 from .output_wcs import Grid, grid_to_product
-from .banding import BandWriter, bands as _bands, region as _region
+from .banding import BandWriter, bands as _bands
 from .products import _kind_header, product_header, write_products
 
 __all__ = ["DrizzleFinalStep", "chip_weight"]
@@ -154,206 +154,67 @@ class DrizzleFinalStep(Step):
         clear_cache()  # the largest step: keep only what it needs in memory
         geoms = gather_geometry(context, self.name)
         grid = self._checked_grid(context, params, geoms)
-        crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
         recs = exposure_records(context, self.name)
-
-        # per-detector sub-grids for single-chip products
-        subgrids = {}
-        if params.per_chip:
-            for det in sorted({g.detector for g in geoms}):
-                subgrids[det] = _subgrid(grid, [g for g in geoms if g.detector == det])
-
         fill = np.nan if params.fillval is None else float(params.fillval)
         ny, nx = grid.shape
-        nchips = len(geoms)
+
+        per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
         bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
-                 if not subgrids and nchips <= 32 else [(0, ny)])
-        chip_driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in subgrids.items()}
-        entries, chip_entries = [], {d: [] for d in subgrids}
-        photflams, photplams, chip_phot = [], [], {}
-        texp, nexp = 0.0, 0
-        sci_name = f"{params.root}_drz_sci.fits"
-        writer = None
-        zero_w = 0
-        # output rows each chip can reach (from its outline), so a band skips the
-        # chips -- and the exposures -- that cannot land in it without computing
-        # their pixel maps; the exact test is still region() on the pixel map
-        rows = _chip_rows(geoms, grid) if len(bands) > 1 else None
-        first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
-        if rows is not None and first_uid[-1] != len(rows):
-            rows = None   # records without chip counts: no skipping
-        masks_read: dict = {}
-
-        def mask(kind, key, path):
-            # static and CR masks are used by every band: read once (one band: no need to keep them)
-            if len(bands) == 1:
-                return fits.getdata(path).astype(bool)
-            if (kind, key) not in masks_read:
-                masks_read[(kind, key)] = fits.getdata(path).astype(bool)
-            return masks_read[(kind, key)]
-
+                 if per_chip is None and len(geoms) <= 32 else [(0, ny)])
+        # output rows each chip's outline can reach, so that a band skips the chips --
+        # and the exposures -- that cannot land in it without reading them; the exact
+        # test is still the region of the pixel map
+        reach = first_uid = None
+        if len(bands) > 1:
+            first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
+            if first_uid[-1] == len(geoms):
+                reach = chip_rows(geoms, grid)
+            else:
+                first_uid = None   # records without chip counts: every band visits every chip
+        rhos = [grid.scale / g.pscale for g in geoms]
+        masks = _MaskReader(keep=len(bands) > 1)
+        crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
+        prov = _Provenance(params, grid, crmasks)
+        feed_args = dict(static_masks=context.get("static_masks", {}) or {}, crmasks=crmasks,
+                         masks=masks, weight_of=lambda chip, good, rho: chip_weight(
+                             good, params.wht_type, params.wt_scl, chip.exptime,
+                             sky_for(context, chip, "subtracted"), chip.rdnoise, rho))
+        out = None
         try:
-            for bi, (y0, y1) in enumerate(bands):
-                first = bi == 0
-
-                def reaches(uid0, rho):
-                    if rows is None:
-                        return True
-                    lo, hi = rows[uid0]
-                    pad = 3.0 * params.pixfrac / rho + 3.0 + 2.0
-                    return hi > y0 - pad and lo < y1 - 1 + pad
-
-                todo = [n for n in range(len(recs)) if first or rows is None
-                        or any(reaches(u, grid.scale / geoms[u].pscale) for u in range(first_uid[n], first_uid[n + 1]))]
-                driz = new_drizzle((y1 - y0, nx), params.kernel, fill)
-                # one worker thread reads the exposures and prepares the next chip (pixel
-                # map, weights) while the core (GIL released) drizzles this one
-                pool = ThreadPoolExecutor(max_workers=1)
-                state: dict = {}
-
-                def prep(n, k, uid0, y0=y0, y1=y1, reaches=reaches):
-                    if state.get("n") != n:
-                        state["n"], state["exp"] = None, None
-                        state["exp"] = load_exposure(context, recs[n], False)
-                        state["n"] = n
-                    exp = state["exp"]
-                    chip = exp.chips[k]
-                    rho = grid.scale / chip.pscale
-                    sky = sky_for(context, chip, "computed")
-                    item = {"exp": exp, "chip": chip, "rho": rho, "sky": sky, "region": False}
-                    if not reaches(uid0 + k, rho):
-                        return item
-                    pm = pixmap_for(chip, grid, params.stepsize)
-                    region = None
-                    if len(bands) > 1:
-                        pm[..., 1] -= y0
-                        region = _region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
-                    item["region"] = region
-                    if region is False:
-                        return item
-                    good = good_from_bits(chip.dq, params.bits)
-                    sig = f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}"
-                    sm_rel = (context.get("static_masks", {}) or {}).get(sig)
-                    if sm_rel:
-                        good &= mask("static", sig, context.abs(sm_rel))
-                    cm = crmasks.get(exp.root)
-                    if cm:
-                        good &= mask("cr", cm[k], context.abs(cm[k]))
-                    item["pm"] = pm
-                    item["data"] = chip.sci - np.float32(sky)
-                    item["w"] = chip_weight(good, params.wht_type, params.wt_scl, chip.exptime,
-                                            sky_for(context, chip, "subtracted"), chip.rdnoise, rho)
-                    return item
-
-                uid_run = 0
+            for bi, band in enumerate(bands):
+                feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
+                                first_uid=first_uid, **feed_args)
+                todo = feed.exposures(rhos) if bi else list(range(len(recs)))
+                driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill)
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
-                nxt = pool.submit(prep, todo[0], 0, int(first_uid[todo[0]]) if rows is not None else 0) if todo else None
-                for i, n in enumerate(context.progress(todo, desc=desc)):
-                    uid = int(first_uid[n]) if rows is not None else uid_run
-                    uid0 = uid
-                    k = 0
-                    while True:
-                        item = nxt.result()
-                        exp, chip = item["exp"], item["chip"]
-                        if k + 1 < len(exp.chips):
-                            nxt = pool.submit(prep, n, k + 1, uid0)
-                        elif i + 1 < len(todo):
-                            m = todo[i + 1]
-                            nxt = pool.submit(prep, m, 0, int(first_uid[m]) if rows is not None else uid0 + k + 1)
-                        if k == 0 and first:
-                            texp += exp.exptime
-                            nexp += 1
-                        masks = crmasks.get(exp.root)
-                        uid += 1
-                        rho, sky, region = item["rho"], item["sky"], item["region"]
-                        if region is not False:
-                            data, w = item["data"], item["w"]
-                            add_chip(driz, data, item["pm"], exptime=chip.exptime, weight=w, pixfrac=params.pixfrac,
-                                     pscale_ratio=rho, input_id=uid - 1, region=region or None)
-                        del item
-                        last = k + 1 >= len(exp.chips)
-                        if not first:
-                            k += 1
-                            if last:
-                                break
-                            continue
-                        entry = {"data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
-                                 "ouda": sci_name, "ouwe": f"{params.root}_drz_wht.fits",
-                                 "ouco": f"{params.root}_drz_ctx.fits", "wtscl": _wtscl_value(params.wt_scl),
-                                 "kernel": params.kernel, "pixfrac": params.pixfrac, "units": params.units,
-                                 "fillval": "INDEF" if params.fillval is None else str(params.fillval),
-                                 "bits": str(sum(params.bits or [])),
-                                 "wcsname": str(chip.header.get("WCSNAME", "")),
-                                 "sky": sky, "outscale": grid.scale, "inscale": chip.pscale,
-                                 "mask": masks[k] if masks else ""}
-                        entries.append(entry)
-                        if chip.photflam:
-                            photflams.append(chip.photflam)
-                        plam = float(chip.header.get("PHOTPLAM", exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
-                        if plam:
-                            photplams.append(plam)
-                        if chip.detector in chip_driz:
-                            sg = subgrids[chip.detector]
-                            pm2 = pixmap_for(chip, sg, params.stepsize)
-                            m = len(chip_entries[chip.detector]) + 1
-                            add_chip(chip_driz[chip.detector], data, pm2, exptime=chip.exptime, weight=w,
-                                     pixfrac=params.pixfrac, pscale_ratio=sg.scale / chip.pscale, input_id=m - 1)
-                            e2 = dict(entry, ouda=f"{params.root}_chip{chip.detector}_drz_sci.fits",
-                                      ouwe=f"{params.root}_chip{chip.detector}_drz_wht.fits",
-                                      ouco=f"{params.root}_chip{chip.detector}_drz_ctx.fits")
-                            chip_entries[chip.detector].append(e2)
-                            chip_phot.setdefault(chip.detector, ([], []))
-                            if chip.photflam:
-                                chip_phot[chip.detector][0].append(chip.photflam)
-                            if plam:
-                                chip_phot[chip.detector][1].append(plam)
-                        k += 1
-                        if last:
-                            break
-                    uid_run = uid
-                    del exp
-                pool.shutdown()
-                if first:
-                    common = dict(units=params.units, exptime_total=texp, recipe_hash=str(
-                        context.options.get("recipe_sha256") or context.options.get("recipe_hash") or ""),
-                        ncombine=nexp, bunit="ELECTRONS/S" if params.units == "cps" else "ELECTRONS")
-                    hdr = product_header(grid, entries, photflam=_mean(photflams), photplam=_mean(photplams),
-                                         root=params.root, **common)
-                if driz.out_ctx.shape[0] > 1:
-                    # more than 32 inputs: the context is a cube of bit planes, written whole
-                    sci, wht, ctx = _finish(driz, params, fill, texp)
-                    zero_w += int((wht <= 0).sum())
-                    paths = write_products(context.outdir, params.root, sci, wht, ctx, hdr)
-                    del sci, wht, ctx
-                else:
-                    # streamed in row blocks: no second full-size copy of the output
-                    if writer is None:
-                        names = {k: context.outdir / f"{params.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
-                        writer = BandWriter(names, {k: _kind_header(hdr, k) for k in names}, (ny, nx),
-                                            {"sci": -32, "wht": -32, "ctx": 32})
-                    for sci, wht, ctx in finish_rows(driz, scale=texp if params.units == "counts" else 1.0):
-                        zero_w += int((wht <= 0).sum())
-                        writer.write(sci=sci, wht=wht, ctx=ctx)
+                nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
+                for item in context.progress(one_ahead(feed.chips(todo)), desc=desc, total=nchips):
+                    if item.region is not False:
+                        add_chip(driz, item.data, item.pixmap, exptime=item.chip.exptime, weight=item.weight,
+                                 pixfrac=params.pixfrac, pscale_ratio=item.rho, input_id=item.uid,
+                                 region=item.region or None)
+                    if bi == 0:
+                        entry = prov.add(item)
+                        if per_chip is not None:
+                            per_chip.add(item, entry)
+                    del item
+                if bi == 0:
+                    out = _ProductWriter(context.outdir, params, grid.shape, prov.header(context), fill, prov.texp)
+                out.write(driz)
                 del driz
                 trim_heap()   # the next band's accumulators reuse this band's pages
         except BaseException:
-            if writer is not None:
-                writer.abort()   # no partial products left behind
+            if out is not None:
+                out.abort()   # no partial products left behind
             raise
-        if writer is not None:
-            paths = writer.close()
+        paths = out.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
                    "ctx": context.rel(paths["ctx"]), "grid": grid_to_product(grid),
                    "units": params.units, "fillval": params.fillval, "chips": {}, "bands": len(bands)}
-        for det, d in chip_driz.items():
-            s2, w2, c2 = _finish(d, params, fill, texp)
-            r2 = f"{params.root}_chip{det}"
-            h2 = product_header(subgrids[det], chip_entries[det], photflam=_mean(chip_phot.get(det, ([], []))[0]),
-                                photplam=_mean(chip_phot.get(det, ([], []))[1]), root=r2, **common)
-            p2 = write_products(context.outdir, r2, s2, w2, c2, h2)
-            product["chips"][str(det)] = {k: context.rel(v) for k, v in p2.items()}
+        if per_chip is not None:
+            product["chips"] = per_chip.write(context, prov)
         context.put("final", product)
-        self._summary(context, grid, zero_w, fill, time.monotonic() - t0, len(bands))
+        self._summary(context, grid, out.zero_weight, fill, time.monotonic() - t0, len(bands))
 
     def _summary(self, context, grid, nzero, fill, seconds, nbands):
         log = context.log
@@ -378,21 +239,142 @@ def _finish(driz, params, fill, texp):
     return sci, wht, ctx.astype(np.int32, copy=False)
 
 
-def _chip_rows(geoms, grid):
-    """(lowest, highest) output row each chip's outline reaches on ``grid``;
-    unbounded when the outline cannot be placed on the grid."""
-    from .output_wcs import footprint
-    out = []
-    for g in geoms:
-        fp = footprint(g.wcs, g.shape, nedge=64)
-        try:
-            with np.errstate(invalid="ignore"):
-                _x, y = grid.wcs.all_world2pix(fp[:, 0], fp[:, 1], 0, quiet=True)
-            y = np.asarray(y, dtype=float)
-        except Exception:  # noqa: BLE001 - no convergence far off the grid: keep the chip
-            y = np.array([np.nan])
-        out.append((float(y.min()), float(y.max())) if np.isfinite(y).all() else (-np.inf, np.inf))
-    return out
+class _ProductWriter:
+    """``<root>_drz_sci/wht/ctx.fits`` band after band, streamed in row blocks
+    straight from the accumulators (no second full-size copy of the output);
+    with more than 32 inputs the context is a cube of bit planes, written whole
+    (one band)."""
+
+    def __init__(self, outdir, params, shape, header, fill, texp):
+        self.outdir, self.params, self.shape, self.header = outdir, params, shape, header
+        self.fill, self.texp = fill, texp
+        self.zero_weight = 0
+        self._writer, self._paths = None, None
+
+    def write(self, driz):
+        p = self.params
+        if driz.out_ctx.shape[0] > 1:
+            sci, wht, ctx = _finish(driz, p, self.fill, self.texp)
+            self.zero_weight += int((wht <= 0).sum())
+            self._paths = write_products(self.outdir, p.root, sci, wht, ctx, self.header)
+            return
+        if self._writer is None:
+            names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
+            self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
+                                      {"sci": -32, "wht": -32, "ctx": 32})
+        for sci, wht, ctx in finish_rows(driz, scale=self.texp if p.units == "counts" else 1.0):
+            self.zero_weight += int((wht <= 0).sum())
+            self._writer.write(sci=sci, wht=wht, ctx=ctx)
+
+    def close(self) -> dict:
+        return self._writer.close() if self._writer is not None else self._paths
+
+    def abort(self):
+        if self._writer is not None:
+            self._writer.abort()
+
+
+class _MaskReader:
+    """Static and cosmic-ray masks as bool arrays; kept for the next band when
+    there is one (every band needs them), read afresh otherwise."""
+
+    def __init__(self, keep: bool):
+        self.keep, self._read = keep, {}
+
+    def __call__(self, kind, key, path):
+        if not self.keep:
+            return fits.getdata(path).astype(bool)
+        if (kind, key) not in self._read:
+            self._read[(kind, key)] = fits.getdata(path).astype(bool)
+        return self._read[(kind, key)]
+
+
+class _Provenance:
+    """What the product headers say about the inputs (DrizzlePac's D###*
+    cards per chip, total exposure time, mean PHOTFLAM/PHOTPLAM), collected
+    while the first band is drizzled."""
+
+    def __init__(self, params, grid, crmasks):
+        self.params, self.grid, self.crmasks = params, grid, crmasks
+        self.entries, self.photflams, self.photplams = [], [], []
+        self.texp, self.nexp = 0.0, 0
+
+    def add(self, item) -> dict:
+        """Record one chip; returns its provenance entry."""
+        p, exp, chip = self.params, item.exp, item.chip
+        if item.k == 0:
+            self.texp += exp.exptime
+            self.nexp += 1
+        masks = self.crmasks.get(exp.root)
+        self.entries.append({
+            "data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
+            "ouda": f"{p.root}_drz_sci.fits", "ouwe": f"{p.root}_drz_wht.fits", "ouco": f"{p.root}_drz_ctx.fits",
+            "wtscl": _wtscl_value(p.wt_scl), "kernel": p.kernel, "pixfrac": p.pixfrac, "units": p.units,
+            "fillval": "INDEF" if p.fillval is None else str(p.fillval), "bits": str(sum(p.bits or [])),
+            "wcsname": str(chip.header.get("WCSNAME", "")), "sky": item.sky, "outscale": self.grid.scale,
+            "inscale": chip.pscale, "mask": masks[item.k] if masks else ""})
+        if chip.photflam:
+            self.photflams.append(chip.photflam)
+        plam = _photplam(item)
+        if plam:
+            self.photplams.append(plam)
+        return self.entries[-1]
+
+    def common(self, context):
+        p = self.params
+        return dict(units=p.units, exptime_total=self.texp, ncombine=self.nexp,
+                    recipe_hash=str(context.options.get("recipe_sha256") or context.options.get("recipe_hash") or ""),
+                    bunit="ELECTRONS/S" if p.units == "cps" else "ELECTRONS")
+
+    def header(self, context):
+        return product_header(self.grid, self.entries, photflam=_mean(self.photflams),
+                              photplam=_mean(self.photplams), root=self.params.root, **self.common(context))
+
+
+def _photplam(item):
+    return float(item.chip.header.get("PHOTPLAM", item.exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
+
+
+class _SingleChipProducts:
+    """``per_chip``: one product per detector on the part of the grid its chips
+    cover (tutorial note IX: photometry per chip), with that detector's PHOTFLAM."""
+
+    def __init__(self, params, grid, geoms, fill):
+        self.params, self.fill = params, fill
+        self.grids = {det: _subgrid(grid, [g for g in geoms if g.detector == det])
+                      for det in sorted({g.detector for g in geoms})}
+        self.driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in self.grids.items()}
+        self.entries = {d: [] for d in self.grids}
+        self.phot = {d: ([], []) for d in self.grids}
+
+    def add(self, item, entry):
+        """Drizzle one chip (prepared for the whole grid) onto its detector's product."""
+        p, chip, det = self.params, item.chip, item.chip.detector
+        if det not in self.driz:
+            return
+        sg = self.grids[det]
+        add_chip(self.driz[det], item.data, pixmap_for(chip, sg, p.stepsize), exptime=chip.exptime,
+                 weight=item.weight, pixfrac=p.pixfrac, pscale_ratio=sg.scale / chip.pscale,
+                 input_id=len(self.entries[det]))
+        root = f"{p.root}_chip{det}"
+        self.entries[det].append(dict(entry, ouda=f"{root}_drz_sci.fits", ouwe=f"{root}_drz_wht.fits",
+                                      ouco=f"{root}_drz_ctx.fits"))
+        if chip.photflam:
+            self.phot[det][0].append(chip.photflam)
+        plam = _photplam(item)
+        if plam:
+            self.phot[det][1].append(plam)
+
+    def write(self, context, prov):
+        out = {}
+        for det, d in self.driz.items():
+            s2, w2, c2 = _finish(d, self.params, self.fill, prov.texp)
+            root = f"{self.params.root}_chip{det}"
+            h2 = product_header(self.grids[det], self.entries[det], photflam=_mean(self.phot[det][0]),
+                                photplam=_mean(self.phot[det][1]), root=root, **prov.common(context))
+            out[str(det)] = {k: context.rel(v) for k, v in
+                             write_products(context.outdir, root, s2, w2, c2, h2).items()}
+        return out
 
 
 def _mean(v):
