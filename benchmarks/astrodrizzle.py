@@ -86,6 +86,18 @@ AD_SCRIPT = textwrap.dedent("""
 """)
 
 
+def simulate_fresh(wd, size, nexp, seed):
+    """Empty ``wd`` and simulate the M2 set into ``wd/data`` (not timed); returns that folder."""
+    if wd.exists():
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True)
+    data = wd / "data"
+    print(f"simulating M2: {nexp} exposures x 4 chips, {size}^2 -> {data} (not timed)")
+    subprocess.run([str(x) for x in (DRIZZLEFLOW, "simulate", "m2", data, "--size", size, "--nexp", nexp,
+                                     "--seed", seed)], check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
 def grid_of(sci_path):
     h = fits.getheader(sci_path)
     from astropy.wcs import WCS
@@ -145,13 +157,7 @@ def main(argv=None):
     ap.add_argument("--skip-ad", action="store_true", help="only run drizzleflow")
     a = ap.parse_args(argv)
     wd = Path(a.workdir).resolve()
-    if wd.exists():
-        shutil.rmtree(wd)
-    wd.mkdir(parents=True)
-    data = wd / "data"
-    print(f"simulating M2: {a.nexp} exposures x 4 chips, {a.size}^2 -> {data}")
-    subprocess.run([str(x) for x in (DRIZZLEFLOW, "simulate", "m2", data, "--size", a.size, "--nexp", a.nexp, "--seed", a.seed)],
-                   check=True, stdout=subprocess.DEVNULL)
+    data = simulate_fresh(wd, a.size, a.nexp, a.seed)
     uref = data / "uref"
     recipe = wd / "tutorial.yaml"
     write_recipe(recipe, data, uref, wd / "ours")

@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from astrodrizzle import DRIZZLEFLOW, ROOT, timed, write_recipe  # noqa: E402
+from astrodrizzle import DRIZZLEFLOW, ROOT, simulate_fresh, timed, write_recipe  # noqa: E402
 
 
 def write_sweep(path, tutorial, outname, parallel=None):
@@ -51,13 +49,7 @@ def main(argv=None):
     ap.add_argument("--parallel", type=int, default=None, help="override the sweep's `parallel:`")
     a = ap.parse_args(argv)
     wd = Path(a.workdir).resolve()
-    if wd.exists():
-        shutil.rmtree(wd)
-    wd.mkdir(parents=True)
-    data = wd / "data"
-    print(f"simulating M2: {a.nexp} exposures x 4 chips, {a.size}^2 -> {data} (not timed)")
-    subprocess.run([str(x) for x in (DRIZZLEFLOW, "simulate", "m2", data, "--size", a.size, "--nexp", a.nexp,
-                                     "--seed", a.seed)], check=True, stdout=subprocess.DEVNULL)
+    data = simulate_fresh(wd, a.size, a.nexp, a.seed)
     tutorial, sweep = wd / "tutorial.yaml", wd / "sweep.yaml"
     write_recipe(tutorial, data, data / "uref", wd / "tutorial_out")
     write_sweep(sweep, tutorial, wd / "sweep_out", a.parallel)
