@@ -153,6 +153,28 @@ def test_banded_final_matches_single_pass(run):
     assert fits.getval(run.abs(banded["sci"]), "NDRIZIM") == 16
 
 
+def test_failed_banded_final_leaves_no_partial_products(run, monkeypatch):
+    """A final drizzle that fails after its first band was written leaves
+    neither products nor temporary files behind (the earlier products stay)."""
+    from drizzleflow.steps.chain import drizzle_final
+    real, calls = drizzle_final.finish_rows, []
+
+    def failing(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(drizzle_final, "finish_rows", failing)
+    before = sorted(p.name for p in run.outdir.iterdir())
+    kw = dict(TUTORIAL[-1][1], root="broken", band_mb=8)
+    run.step_name = "drizzle_final"
+    with pytest.raises(RuntimeError, match="disk full"):
+        DrizzleFinalStep().run(run, DrizzleFinalStep.Params(**kw))
+    assert len(calls) == 2
+    assert sorted(p.name for p in run.outdir.iterdir()) == before
+
+
 # ------------------------------------------------- undersampled stars on bad columns
 def _star_pixels(work, truth, flux_range=(2500, 40000), edge=25, iso_px=4):
     """Bright unsaturated stars that every exposure sees on the same WF chip:
