@@ -78,20 +78,29 @@ def detect_stars(sci, good, *, thresh=10.0, minarea=5):
             "flag": np.asarray(obj["flag"], int)}
 
 
-def _cutouts(img, good, x, y, half):
-    """Stack (N, k, k) cutouts centred on the nearest pixels; NaN where unusable."""
+def _cutouts(img, good, x, y, half, wht=None):
+    """Stack (N, k, k) cutouts centred on the nearest pixels; NaN where unusable.
+
+    ``good`` is the usable-pixel mask, or None to take finite pixels with
+    ``wht > 0`` inside the cutouts only (``img`` and ``wht`` may then be memory
+    maps of the products: only the cutouts are read).
+    """
     ny, nx = img.shape
     k = 2 * half + 1
-    xi = np.rint(np.asarray(x)).astype(int)
-    yi = np.rint(np.asarray(y)).astype(int)
+    xi = np.rint(np.asarray(x, float)).astype(int)
+    yi = np.rint(np.asarray(y, float)).astype(int)
     inside = (xi - half >= 0) & (xi + half < nx) & (yi - half >= 0) & (yi + half < ny)
     cut = np.full((len(xi), k, k), np.nan)
     off = np.arange(-half, half + 1)
-    for i in np.flatnonzero(inside):
-        sl = (slice(yi[i] - half, yi[i] + half + 1), slice(xi[i] - half, xi[i] + half + 1))
-        c = np.array(img[sl], float)
-        c[~good[sl]] = np.nan
-        cut[i] = c
+    idx = np.flatnonzero(inside)
+    if idx.size:
+        rows = (yi[idx, None] + off)[:, :, None]
+        cols = (xi[idx, None] + off)[:, None, :]
+        c = np.asarray(img[rows, cols], dtype=float)
+        ok = np.asarray(good[rows, cols], bool) if good is not None else \
+            np.isfinite(c) & (np.asarray(wht[rows, cols], dtype=float) > 0)
+        c[~ok] = np.nan
+        cut[idx] = c
     return cut, xi, yi, off, inside
 
 
@@ -215,13 +224,15 @@ def moment_fwhm(cutouts):
     return fwhm, cx, cy
 
 
-def measure_fwhm(sci, good, x, y, *, box=None, fwhm_guess=3.0, method="gauss"):
+def measure_fwhm(sci, good, x, y, *, box=None, fwhm_guess=3.0, method="gauss", wht=None):
     """FWHM in pixels of the stars at pixel positions ``x``, ``y``.
 
     Parameters
     ----------
     sci, good : 2-D arrays
-        Image and its usable-pixel mask (weight > 0).
+        Image and its usable-pixel mask (weight > 0); ``good=None`` with
+        ``wht`` (the weight image) tests the cutouts only, so both images can
+        be memory maps.
     x, y : arrays
         0-based pixel positions (from this image's WCS).
     box : int, optional
@@ -237,7 +248,7 @@ def measure_fwhm(sci, good, x, y, *, box=None, fwhm_guess=3.0, method="gauss"):
         masked pixels in the cutout, or a failed fit) and fitted centres.
     """
     half = int(box) if box else max(3, int(np.ceil(1.5 * fwhm_guess)))
-    cut, xi, yi, _, inside = _cutouts(sci, good, x, y, half)
+    cut, xi, yi, _, inside = _cutouts(sci, good, x, y, half, wht=wht)
     complete = inside & np.all(np.isfinite(cut.reshape(len(xi), -1)), axis=1)
     fwhm = np.full(len(xi), np.nan)
     xc = np.full(len(xi), np.nan)

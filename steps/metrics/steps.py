@@ -56,11 +56,16 @@ def final_image_path(context, kind: str, product: Optional[str]) -> Path:
                     "run drizzle_final before the metric steps")
 
 
+def _image_hdu(hdul, path):
+    hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
+    if hdu is None:
+        raise StepError("metrics", f"{path}: no 2-D image found")
+    return hdu
+
+
 def _read_image(path):
     with fits.open(path) as hdul:
-        hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
-        if hdu is None:
-            raise StepError("metrics", f"{path}: no 2-D image found")
+        hdu = _image_hdu(hdul, path)
         data = np.asarray(hdu.data, dtype=np.float32)
         wcs = WCS(hdu.header)
     return np.ascontiguousarray(data, dtype=np.float32), wcs
@@ -122,9 +127,12 @@ class PsfFwhm(Step):
     def run(self, context, params):
         sci_path = final_image_path(context, "sci", params.sci)
         wht_path = final_image_path(context, "wht", params.wht)
-        sci, wcs = _read_image(sci_path)
-        wht, _ = _read_image(wht_path)
-        good = np.isfinite(sci) & (wht > 0)
+        with fits.open(sci_path, memmap=True) as sci_hdul, fits.open(wht_path, memmap=True) as wht_hdul:
+            # memory maps: measuring a star list reads only the cutouts
+            sci_hdu, wht_hdu = _image_hdu(sci_hdul, sci_path), _image_hdu(wht_hdul, wht_path)
+            self._run(context, params, sci_path, sci_hdu.data, wht_hdu.data, WCS(sci_hdu.header))
+
+    def _run(self, context, params, sci_path, sci, wht, wcs):
         scale = fp.output_pixel_scale(wcs)
         factor = params.ref_scale / scale
         lo, hi = params.fwhm_window[0] * factor, params.fwhm_window[1] * factor
@@ -140,10 +148,13 @@ class PsfFwhm(Step):
             ref = Table.read(star_path, format="ascii.ecsv")
             ra, dec = np.asarray(ref["ra"], float), np.asarray(ref["dec"], float)
             x, y = wcs.all_world2pix(ra, dec, 0)
-            fwhm, xc, yc = pf.measure_fwhm(sci, good, x, y, fwhm_guess=0.5 * (lo + hi), method=params.method)
+            fwhm, xc, yc = pf.measure_fwhm(sci, None, x, y, fwhm_guess=0.5 * (lo + hi), method=params.method,
+                                           wht=wht)
             star_ids = np.asarray(ref["id"]) if "id" in ref.colnames else np.arange(len(ra))
             selected_here = False
         else:
+            sci = np.ascontiguousarray(sci, dtype=np.float32)
+            good = np.isfinite(sci) & (np.asarray(wht) > 0)
             saturated = (self._saturation_test(context, wcs, params.saturated_bits, by_exposure)
                          if params.saturated_bits else None)
             sel = pf.select_psf_stars(sci, good, thresh=params.thresh, minarea=params.minarea,
