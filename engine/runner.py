@@ -225,7 +225,8 @@ def _attach_log_file(outdir):
 
 
 def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reuse_from=(), workers=None,
-               dask_scheduler=None, progress=None, executor=None, reuse_mode="link") -> RunResult:
+               dask_scheduler=None, progress=None, executor=None, reuse_mode="link",
+               stop_after=None) -> RunResult:
     """Run ``recipe`` into ``outdir`` (default: the recipe's ``output``).
 
     Parameters
@@ -254,6 +255,10 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
         tqdm bars; default: when stderr is a terminal.
     executor : Executor, optional
         A ready executor (the caller keeps ownership), e.g. shared across sweep points.
+    stop_after : str, optional
+        Stop once the step of this name is done (the manifest says ``partial``;
+        a later run continues from there, as after a killed run).  For sweeps,
+        which compute the steps every point shares first.
 
     Returns
     -------
@@ -285,8 +290,10 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
                 executor = make_executor(ex.get("kind", "serial"), workers or ex.get("workers"),
                                          dask_scheduler or ex.get("address"))
             try:
+                if stop_after is not None and stop_after not in {s.name for s in recipe.steps}:
+                    raise ValueError(f"stop_after: no step named {stop_after!r} in recipe {recipe.name!r}")
                 return _run(recipe, outdir, old, force, [Path(d) for d in reuse_from], executor, progress,
-                            reuse_mode)
+                            reuse_mode, stop_after)
             finally:
                 if own_executor:
                     executor.close()
@@ -314,7 +321,7 @@ def _preflight(specs, context, outdir):
             context.step_name = ""
 
 
-def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode="link"):
+def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode="link", stop_after=None):
     t_start = time.perf_counter()
     log.info("=== drizzleflow run: recipe '%s' (%s) -> %s", recipe.name, recipe.path or "<memory>", outdir)
     resolved = recipe.resolved()
@@ -368,11 +375,14 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
     def reusable(key):
         return find_in_dirs(key, reuse_dirs) if not force and reuse_dirs else None
 
-    first = next((i for i, (spec, key) in enumerate(zip(recipe.steps, keys))
-                  if not cached(spec, key) and not reusable(key)), len(keys))
-    _preflight(recipe.steps[first:], context, outdir)
+    todo = recipe.steps
+    if stop_after is not None:
+        todo = todo[:[s.name for s in todo].index(stop_after) + 1]
+    first = next((i for i, (spec, key) in enumerate(zip(todo, keys))
+                  if not cached(spec, key) and not reusable(key)), len(todo))
+    _preflight(todo[first:], context, outdir)
     results = []
-    for spec, key in zip(recipe.steps, keys):
+    for spec, key in zip(todo, keys):
         params_json = spec.params.model_dump(mode="json")
         rec = old_records.get(spec.name)
         status = None
@@ -428,7 +438,7 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
 
     manifest["finished"] = _now()
     manifest["seconds"] = round(time.perf_counter() - t_start, 4)
-    save("complete")
+    save("complete" if len(todo) == len(recipe.steps) else "partial")
     result = RunResult(outdir=outdir, manifest=outdir / MANIFEST_NAME, steps=results,
                        seconds=time.perf_counter() - t_start, products=dict(context.products),
                        recipe_sha256=recipe.sha256())

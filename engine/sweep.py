@@ -660,7 +660,17 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
                              dask_scheduler or ex.get("address"))
     opts = {"overwrite": overwrite, "force": force, "progress": progress}
     try:
-        if pending and pending[0] is base:  # the baseline first, alone: it fills the cache and picks the stars
+        shared = _shared_upstream(spec) if parallel > 1 and len(pending) > 1 and pending[0] is base else None
+        if shared is not None:
+            # the steps every point shares run once, here; then the baseline's own steps
+            # (which pick the star list) and the other points' drizzles run side by side
+            from .runner import run_recipe
+            log.info("sweep: shared steps up to %s first, in %s", shared, base_dir)
+            run_recipe(base.recipe, base_dir, overwrite=overwrite, force=force, reuse_from=list(done_dirs),
+                       progress=progress, executor=executor, stop_after=shared)
+            _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports)
+            pending = []
+        elif pending and pending[0] is base:  # the baseline first, alone: it fills the cache and picks the stars
             res = _run_point(base, base_dir, list(done_dirs), executor, opts)
             _finish_point(spec, res, results, done_dirs, reports)
             star_list = res.get("star_list")
@@ -678,6 +688,32 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
     if reports and results:
         _reports(spec, results)
     return [results[i] for i in sorted(results)]
+
+
+def _shared_upstream(spec):
+    """Name of the last step that every point runs with the baseline's parameters
+    before any metric (so its products are the same for all points), or None."""
+    base = spec.points[spec.baseline].recipe.steps
+    metric_types = {m["step"] for m in spec.metrics} | set(STAR_LIST_STEPS)
+    last = None
+    for i, step in enumerate(base):
+        if step.step in metric_types:
+            break
+        if not all(len(p.recipe.steps) > i and p.recipe.steps[i].name == step.name
+                   and p.recipe.steps[i].params == step.params for p in spec.points):
+            break
+        last = step.name
+    return last
+
+
+def _before_star_list(recipe):
+    """Name of the step just before the first one that needs the baseline's star
+    list, or None when no step needs it."""
+    names = [s.name for s in recipe.steps]
+    for i, step in enumerate(recipe.steps):
+        if step.step in STAR_LIST_STEPS and getattr(step.params, "stars", None) is None:
+            return names[i - 1] if i else None
+    return None
 
 
 def _prepare_point(spec, p, base_dir, star_list):
@@ -750,6 +786,75 @@ def _worker_init(threads):
     ``DRIZZLEFLOW_THREADS`` for their compiled cores' thread count, so that
     parallel points do not each start a thread per core."""
     os.environ["DRIZZLEFLOW_THREADS"] = str(int(threads))
+
+
+def _partial_job(args):
+    """Worker-process entry: run one point's recipe up to a step (no result file)."""
+    p, reuse, opts, stop = args
+    from .errors import DrizzleflowError
+    from .runner import run_recipe
+    try:
+        run_recipe(p.recipe, Path(p.recipe.output).resolve(), overwrite=opts["overwrite"], force=opts["force"],
+                   reuse_from=reuse, progress=False, stop_after=stop)
+        return "ok", None
+    except DrizzleflowError as exc:
+        return "error", f"sweep point #{p.index:03d} {p.name}: {exc}"
+
+
+def _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports):
+    """Baseline and points in worker processes once the shared steps are done.
+
+    The baseline finishes its own steps (final drizzle, the metrics that pick
+    the star list) while the other points already run everything that does
+    not need that list; each then runs its metrics as soon as the list exists.
+    No core waits for the baseline's star selection.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from .errors import DrizzleflowError
+
+    base, others = pending[0], pending[1:]
+    base_dir = Path(base.recipe.output).resolve()
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    nproc = min(parallel, len(pending))
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    log.info("sweep: running %d points, %d at a time (%d core thread(s) each), metrics after the "
+             "baseline's star list", len(pending), nproc, threads)
+    errors, waiting, star_list, base_done = [], [], None, False
+    with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futs = {pool.submit(_point_job, (base, list(done_dirs), opts)): ("full", base)}
+        for p in others:
+            _share_inputs(p.recipe, base_dir)
+            stop = _before_star_list(p.recipe)
+            reuse = [base_dir] + list(done_dirs)
+            if stop is None:
+                futs[pool.submit(_point_job, (p, reuse, opts))] = ("full", p)
+            else:
+                futs[pool.submit(_partial_job, (p, reuse, opts, stop))] = ("partial", p)
+        while futs:
+            done, _ = wait(futs, return_when=FIRST_COMPLETED)
+            for fut in done:
+                kind, p = futs.pop(fut)
+                status, payload = fut.result()
+                if status != "ok":
+                    log.error("%s", payload)
+                    errors.append(payload)
+                elif kind == "partial":
+                    waiting.append(p)
+                else:
+                    _finish_point(spec, payload, results, done_dirs, reports)
+                    if p is base:
+                        star_list, base_done = payload.get("star_list"), True
+            if base_done:
+                for p in waiting:
+                    _prepare_point(spec, p, base_dir, star_list)
+                    futs[pool.submit(_point_job, (p, [base_dir] + list(done_dirs), opts))] = ("full", p)
+                waiting = []
+    if errors:
+        raise DrizzleflowError(errors[0] + (f" (and {len(errors) - 1} more failed points)" if len(errors) > 1
+                                            else ""))
 
 
 def _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports):

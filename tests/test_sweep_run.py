@@ -75,6 +75,35 @@ class ToyWeightStats(Step):
                                                for c in ("PC1", "WF2")}, "ALL": {}, "box_pixels": params.box})
 
 
+class _StarParams(Params):
+    stars: str | None = Field(None, description="star list of the baseline (None: pick the stars here)")
+    witness: str = Field(..., description="file that records each real run")
+
+
+class ToyStars(Step):
+    """toy psf_fwhm: picks a star list on the baseline, measures it elsewhere"""
+    name = "psf_fwhm"
+    Params = _StarParams
+    reads = ("toy_final",)
+    writes = ("psf_fwhm",)
+
+    def run(self, context, params):
+        assert context.get("toy_final")
+        out = {"stars": "metrics/stars.txt", "ALL": {}, "chips": {}}
+        if params.stars is None:
+            dest = context.path("metrics", "psf_star_list.ecsv")
+            write_text(dest, "id ra dec\n")
+            out["star_list"] = context.rel(dest)
+            line = f"select {context.outdir.name}"
+        else:
+            assert Path(params.stars).exists(), params.stars
+            line = f"measure {context.outdir.name} {Path(params.stars).parent.parent.name}"
+        write_text(context.path("metrics", "stars.txt"), line)
+        with open(params.witness, "a") as fh:
+            fh.write(line + "\n")
+        context.put("psf_fwhm", out)
+
+
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
     reg = registry.steps()
@@ -228,3 +257,25 @@ def test_parallel_points_share_the_cores(monkeypatch):
     assert core_threads() == THREADS
     _worker_init(1)
     assert core_threads() == 1
+
+
+def test_pipelined_points_measure_the_baseline_star_list(toy, monkeypatch):
+    """With parallel points, the others drizzle while the baseline picks its
+    stars; each measures the baseline's list afterwards (upstream once)."""
+    monkeypatch.setitem(registry.steps(), ToyStars.name, ToyStars)
+    w = toy / "witness.txt"
+    text = (toy / "sweep.yaml").read_text().replace("metrics: [sw_metric]",
+                                                    f"metrics: [{{step: psf_fwhm, params: {{witness: {w}}}}}, sw_metric]")
+    (toy / "sweep.yaml").write_text(text)
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    results = run_sweep(spec, parallel=2, reports=False)
+    assert [r["status"] for r in results] == ["done"] * 7
+    lines = _witness(toy)
+    assert sum(line.startswith("upstream") for line in lines) == 1
+    assert sum(line.startswith("drizzle") for line in lines) == 7
+    base = spec.points[spec.baseline].name
+    assert [line for line in lines if line.startswith("select")] == [f"select {base}"]
+    measured = sorted(line.split()[1:] for line in lines if line.startswith("measure"))
+    assert measured == sorted([p.name, base] for p in spec.points if p.name != base)
+    # the others took the baseline's upstream products (reused while drizzling, cached for the metrics)
+    assert all(r["steps"]["upstream"] == "cached" and r["steps"]["drizzle_final"] == "cached" for r in results[1:])
