@@ -9,6 +9,9 @@ reports their maximum error.  Prints a Markdown table; speeds are input
 megapixels per second, ratios are ours / drizzle.
 
     .venv/bin/python benchmarks/core.py [--threads 2] [--repeat 1] [--quick]
+
+With ``--repeat n`` the contenders run in turns and the fastest run of each
+is kept (robust to other load on a shared machine).
 """
 from __future__ import annotations
 
@@ -82,10 +85,20 @@ def reference(chips, out_shape, kernel, pixfrac):
     return _since(t0), drz.out_img, drz.out_wht
 
 
-def best(fn, repeat):
-    """Run ``repeat`` times; keep the run with the shortest wall time."""
-    runs = [fn() for _ in range(repeat)]
-    return min(runs, key=lambda r: r[0][0])
+def best_interleaved(fns, repeat):
+    """Best of ``repeat`` runs of each of ``fns``, taken in turns (A B C A B C ...).
+
+    On a shared machine a burst of other load then hits every contender
+    alike instead of all the repeats of one of them.  Keeps, for each, the
+    run with the shortest wall time.
+    """
+    runs = [[] for _ in fns]
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            runs[k].append(fn())
+            if len(runs[k]) > 1:        # keep only the best so far (images are large)
+                runs[k] = [min(runs[k], key=lambda r: r[0][0])]
+    return [r[0] for r in runs]
 
 
 def main(argv=None):
@@ -103,16 +116,25 @@ def main(argv=None):
         have_ref = True
     except ImportError:
         have_ref = False
+    # Untimed warm-up: the first large allocations of a fresh process cost the
+    # kernel a few tenths of a second (page zeroing, huge-page compaction: seen
+    # as system time), which would otherwise land on whichever run comes first.
+    ours(chips, out_shape, "square", 1.0, 1)
     rows = []
     for spec in args.kernels.split(","):
         kernel, pixfrac = spec.split(":")
         pixfrac = float(pixfrac)
-        (t1, c1), img1, wht1 = best(lambda: ours(chips, out_shape, kernel, pixfrac, 1), args.repeat)
-        (tn, cn), imgn, whtn = best(lambda: ours(chips, out_shape, kernel, pixfrac, args.threads), args.repeat)
+        fns = [lambda: ours(chips, out_shape, kernel, pixfrac, 1),
+               lambda: ours(chips, out_shape, kernel, pixfrac, args.threads)]
+        if have_ref:
+            fns.append(lambda: reference(chips, out_shape, kernel, pixfrac))
+        res = best_interleaved(fns, args.repeat)
+        (t1, c1), img1, wht1 = res[0]
+        (tn, cn), imgn, whtn = res[1]
         same = np.array_equal(img1, imgn, equal_nan=True) and np.array_equal(wht1, whtn)
         covered = float((wht1 > 0).mean())
         if have_ref:
-            (tr, cr), imgr, whtr = best(lambda: reference(chips, out_shape, kernel, pixfrac), args.repeat)
+            (tr, cr), imgr, whtr = res[2]
             m = whtr > 0
             dw = float(np.abs(wht1 - whtr).max() / whtr.max())
             di = float(np.abs(img1 - imgr)[m].max() / np.abs(imgr[m]).max())
@@ -138,9 +160,10 @@ def main(argv=None):
             blot_image(final, c["pixmap"], interp="poly5", iscale=c["exptime"] / c["scale"] ** 2)
         return _since(t0),
 
-    b1, bc1 = best(lambda: blot_ours(1), args.repeat)[0]
-    bn, bcn = best(lambda: blot_ours(args.threads), args.repeat)[0]
-    br, bcr = best(blot_ref, args.repeat)[0] if have_ref else (float("nan"), float("nan"))
+    fns = [lambda: blot_ours(1), lambda: blot_ours(args.threads)] + ([blot_ref] if have_ref else [])
+    res = best_interleaved(fns, args.repeat)
+    (b1, bc1), (bn, bcn) = res[0][0], res[1][0]
+    br, bcr = res[2][0] if have_ref else (float("nan"), float("nan"))
     rows.append(("blot poly5", npix / br, npix / b1, npix / bn, br / b1, br / bn, bcr / bc1, bcn / bc1,
                  "", True, float("nan")))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from drizzleflow.engine.errors import DrizzleflowError
-from drizzleflow.steps.drizzle import Drizzle, DrizzleArrayError, DrizzleInput, drizzle_many
+from drizzleflow.steps.drizzle import Drizzle, DrizzleArrayError, DrizzleInput, core, drizzle_many
 
 
 def _grid(ny, nx):
@@ -280,6 +280,89 @@ def test_threads_give_bit_identical_results_run_concurrently(kernel, pixfrac):
         for a, b in zip(reference, res):
             assert np.array_equal(a, b, equal_nan=True)
     assert (reference[1] > 0).sum() > 10000
+
+
+def _strip_inputs(pixfrac):
+    """Tall inputs on a tall output: several output bands, tiles straddling their edges."""
+    rng = np.random.default_rng(5)
+    items = []
+    for k in range(3):
+        data = (rng.random((400, 50)) + 0.5).astype(np.float32)
+        pm = _affine_map(400, 50, scale=0.8, theta=0.25 + 0.03 * k, shift=(160 + 2.3 * k, 4.1 + 1.7 * k),
+                         curve=0.0005)
+        assert pm[..., 0].min() > 1 and pm[..., 1].min() > 1
+        assert pm[..., 0].max() < 258 and pm[..., 1].max() < 538
+        items.append(DrizzleInput(data, pm, scale=0.8, pixfrac=pixfrac, iscale=1.0))
+    return items
+
+
+@pytest.mark.parametrize("pixfrac", [1.0, 0.6])
+def test_square_work_units_conserve_flux_and_ignore_threads(pixfrac, monkeypatch):
+    # The square kernel's work units (tiles inside one output band, tiles
+    # straddling a band edge) are fixed by the geometry; check that there are
+    # several of each kind here, that no tile is lost or done twice (flux) and
+    # that the thread count changes nothing.
+    items = _strip_inputs(pixfrac)
+    calls = []
+    real = core._core.drizzle_band
+
+    def spy(*args):
+        calls.append(args[-1])          # the tile label worked on
+        return real(*args)
+
+    monkeypatch.setattr(core._core, "drizzle_band", spy)
+    ref = drizzle_many(items, (540, 260), threads=1).finish()
+    nunits = len(set(calls))
+    monkeypatch.setattr(core._core, "drizzle_band", real)
+    assert nunits >= 6
+    flux = sum(float(it.data.astype(np.float64).sum()) for it in items)
+    good = ref[1] > 0
+    assert float(np.sum(ref[0][good].astype(np.float64) * ref[1][good])) == pytest.approx(flux, rel=1e-5)
+    assert float(ref[1].astype(np.float64).sum()) == pytest.approx(sum(it.data.size for it in items), rel=1e-5)
+    for threads in (2, 3, 5):
+        res = drizzle_many(items, (540, 260), threads=threads).finish()
+        for a, b in zip(ref, res):
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_square_work_units_with_nonfinite_map_entries():
+    # NaN/inf map entries (on_nan="skip") must neither lose tiles nor break the labelling
+    items = _strip_inputs(0.8)
+    for it, rows in zip(items, (slice(100, 140), slice(0, 40), slice(300, 400))):
+        it.pixmap = it.pixmap.copy()
+        it.pixmap[rows, 10:20] = np.inf
+        it.pixmap[rows, 30:33] = np.nan
+        it.on_nan = "skip"
+    ref = drizzle_many(items, (540, 260), threads=1).finish()
+    assert np.isfinite(ref[0]).all() and (ref[1] > 0).sum() > 30000
+    res = drizzle_many(items, (540, 260), threads=3).finish()
+    for a, b in zip(ref, res):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("pixfrac", [0.3, 1.0, 1.5, 3.0])
+def test_tile_yranges_contain_every_drop_corner(pixfrac):
+    # labels of the work units rely on these ranges being conservative,
+    # also for corners extrapolated beyond the image border
+    ny, nx = 70, 75
+    pm = _affine_map(ny, nx, scale=0.7, theta=2.0, shift=(60, 60), curve=0.02)
+    pm[..., 1] += 0.3 * np.sin(np.arange(ny) * 1.3)[:, None]          # row-to-row jitter
+    y = pm[..., 1]
+    dh = pixfrac / 2
+
+    def lerp(a, t, axis):
+        i = np.clip(np.floor(t).astype(int), 0, a.shape[axis] - 2)
+        f = (t - i).reshape([-1 if k == axis else 1 for k in range(a.ndim)])
+        return np.take(a, i, axis=axis) * (1 - f) + np.take(a, i + 1, axis=axis) * f
+
+    yr = core._core.tile_yranges(pm, pixfrac, 0.0, 32, 0, ny - 1)
+    for sj in (-dh, dh):
+        for si in (-dh, dh):
+            corners = lerp(lerp(y, np.arange(ny) + sj, 0), np.arange(nx) + si, 1)
+            for tr in range(yr.shape[0]):
+                for c in range(yr.shape[1]):
+                    block = corners[32 * tr:32 * tr + 32, 32 * c:32 * c + 32]
+                    assert yr[tr, c, 0] <= block.min() and block.max() <= yr[tr, c, 1]
 
 
 def test_add_image_after_finish_keeps_accumulating():

@@ -22,16 +22,21 @@ Conventions
   tile's sums of ``w a d`` and ``w a`` directly.  With pixfrac 1 the drops of
   a tile share their edges, and every edge is walked once with the
   difference of the two neighbours' coefficients.
-* Threads: every entry point works on output rows ``[band0, band1)`` only.
-  What is computed for an output pixel (tiles, their buffers, the order of
-  the additions) never depends on the band: tiles and drops are clipped to
-  the image, not to the band, and rows outside the band are computed and
-  dropped.  Splitting the output into bands therefore gives bit-identical
-  results for any number of threads.
+* Threads: every entry point writes output rows ``[band0, band1)`` only.
+  What is computed for an output pixel never depends on the band: drops and
+  tiles are clipped to the image, not to the band.  The separable kernels
+  add per drop and output pixel, so any banding gives the same result.  The
+  square kernel sums a whole tile before adding it, so ``core.py`` hands
+  out whole tiles instead: ``tile_yranges`` bounds the output rows of each
+  tile, fixed bands (chosen from the geometry, not the thread count) label
+  each tile with the band it lies in or the band edge it straddles, and
+  ``drizzle_band(..., tiles, want)`` works on the tiles of one label.  Each
+  tile is computed once, and every output pixel receives its additions in
+  the same order for any number of threads (bit-identical results).
 * No module-level mutable state; scratch buffers are allocated per call.
   Errors are status codes turned into exceptions by the Python wrapper.
 """
-from libc.math cimport floor, fabs, exp, sin, cos, sqrt, M_PI, isnan, isfinite
+from libc.math cimport floor, fabs, fmax, exp, sin, cos, sqrt, M_PI, isnan, isfinite
 from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memset
 import numpy as np
@@ -597,7 +602,15 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
                 if ctx != NULL and s * cw > 0.0:
                     ctx[q + c] |= bit
     # columns >= bw and the guard rows hold only rounding residue: clear rows -1..bh
-    memset(lb, 0, (bh + 2) * LS * sizeof(double))
+    # (stores of whole rows of LS = 7 cells: cheaper than a memset call)
+    for k in range(bh + 2):
+        lb[k * LS + 0] = 0.0
+        lb[k * LS + 1] = 0.0
+        lb[k * LS + 2] = 0.0
+        lb[k * LS + 3] = 0.0
+        lb[k * LS + 4] = 0.0
+        lb[k * LS + 5] = 0.0
+        lb[k * LS + 6] = 0.0
 
 
 cdef struct IScratch:
@@ -1149,7 +1162,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       double pixfrac, double pscale, double dscale, double wscale,
                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t y0, Py_ssize_t y1,
                       const double* chunks, Py_ssize_t chunk, Py_ssize_t nchunk,
-                      long long* nskipped) noexcept nogil:
+                      const int* tsel, int want, long long* nskipped) noexcept nogil:
     cdef Py_ssize_t i, j, ii, jj, ii0, ii1, jj0, jj1, c, k, nb, cs, ce, tj0, tj1, li0, li1
     cdef int share = pixfrac == 1.0
     cdef double X, Y, d, w, dh, pfo, fac, efac, es, order, ox, oy, lo, hi
@@ -1237,17 +1250,10 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
         nq = 0
         txmin = tymin = 1e300
         txmax = tymax = -1e300
-        if kernel == K_SQUARE and chunks != NULL:
-            # the square kernel works on whole tiles: a tile is skipped only if
-            # none of its rows reaches the band, so its content (and arithmetic)
-            # does not depend on the band
-            m = 0
-            for j in range(tj0, tj1 + 1):
-                if chunks[(j * nchunk + c) * 2] <= band_hi and chunks[(j * nchunk + c) * 2 + 1] >= band_lo:
-                    m = 1
-                    break
-            if m == 0:
-                continue
+        if kernel == K_SQUARE and tsel != NULL and tsel[((tj0 - y0) // TILE_ROWS) * nchunk + c] != want:
+            # the square kernel works on whole tiles, each in the work unit
+            # ``tsel`` assigns it to (see tile_yranges / core.py)
+            continue
         if kernel == K_SQUARE and share:
             st = _tile_pf1(a, &sc, &ir, data, wmap, mask, pm, nx, ny, dscale, wscale,
                            tj0, tj1, cs, ce, rows, grid, nskipped)
@@ -1281,8 +1287,6 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   nskipped[0] += 1
                   continue
               d = d * dscale
-              X = pm[2 * k]
-              Y = pm[2 * k + 1]
               if kernel == K_SQUARE:
                   m = i - cs
                   xs[0] = cb[m]
@@ -1333,6 +1337,8 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   if qymin < tymin: tymin = qymin
                   if qymax > tymax: tymax = qymax
                   continue
+              X = pm[2 * k]
+              Y = pm[2 * k + 1]
               if not (isfinite(X) and isfinite(Y)):
                   nskipped[0] += 1
                   continue
@@ -1425,11 +1431,17 @@ def drizzle_band(const float[:, ::1] data,
                  Py_ssize_t xmin, Py_ssize_t xmax, Py_ssize_t ymin, Py_ssize_t ymax,
                  Py_ssize_t band0, Py_ssize_t band1,
                  const double[:, :, ::1] chunks,
-                 Py_ssize_t chunk):
+                 Py_ssize_t chunk,
+                 const int[:, ::1] tiles=None,
+                 int want=0):
     """Drizzle one input image into output rows ``[band0, band1)``.
 
-    ``weight``, ``mask``, ``ctx`` and ``chunks`` may be None.  Returns
-    ``(status, nskipped)``; status 0 is success (see core.py for the others).
+    ``weight``, ``mask``, ``ctx`` and ``chunks`` may be None.  ``chunks``
+    (``chunk_yranges``) lets the separable kernels skip runs of input pixels
+    that cannot reach the band.  ``tiles`` (square kernel only, shape
+    ``(ntile_rows, nchunk)`` as in ``tile_yranges``) restricts the work to the
+    tiles labelled ``want``.  Returns ``(status, nskipped)``; status 0 is
+    success (see core.py for the others).
     """
     cdef Acc a
     cdef Py_ssize_t ny = data.shape[0], nx = data.shape[1]
@@ -1437,6 +1449,7 @@ def drizzle_band(const float[:, ::1] data,
     cdef const unsigned char* mp = NULL
     cdef const double* cp = NULL
     cdef Py_ssize_t nchunk = 0
+    cdef const int* tp = NULL
     cdef long long nskipped = 0
     cdef int st
     a.onx = acc.shape[1]
@@ -1463,10 +1476,15 @@ def drizzle_band(const float[:, ::1] data,
         return 0, 0
     if chunk <= 0:
         chunk = 32
+    if tiles is not None:
+        if tiles.shape[0] != (ymax - ymin) // TILE_ROWS + 1 or tiles.shape[1] != (nx + chunk - 1) // chunk:
+            raise ValueError("tiles: shape does not match the input tiling")
+        tp = &tiles[0, 0]
+        nchunk = tiles.shape[1]
     with nogil:
         st = _kernel_rows(kernel, &data[0, 0], nx, ny, wp, mp, &pixmap[0, 0, 0], &a,
                           pixfrac, pscale, dscale, wscale, xmin, xmax, ymin, ymax,
-                          cp, chunk, nchunk, &nskipped)
+                          cp, chunk, nchunk, tp, want, &nskipped)
     return st, nskipped
 
 
@@ -1518,6 +1536,106 @@ def chunk_yranges(const double[:, :, ::1] pixmap, double margin, Py_ssize_t chun
                 else:
                     o[j, c, 0] = lo - 2.0 * step - margin
                     o[j, c, 1] = hi + 2.0 * step + margin
+    return out
+
+
+cdef inline double _border_step(const double* pm, Py_ssize_t nx, Py_ssize_t i, Py_ssize_t j,
+                                Py_ssize_t di, Py_ssize_t dj, Py_ssize_t n,
+                                Py_ssize_t inward) noexcept nogil:
+    """Largest |step in y| between neighbours along ``n`` pixels of an image border line
+    (from (i, j) in steps (di, dj)): to the next pixel on the line and to the one
+    ``inward`` pixels (in memory) into the image."""
+    cdef double step = 0.0, t, y
+    cdef Py_ssize_t k, q
+    inward *= 2
+    for k in range(n):
+        q = 2 * ((j + k * dj) * nx + i + k * di) + 1
+        y = pm[q]
+        t = fabs(pm[q + inward] - y)
+        if t > step: step = t
+        if k + 1 < n:
+            t = fabs(pm[q + 2 * (dj * nx + di)] - y)
+            if t > step: step = t
+    return step
+
+
+def tile_yranges(const double[:, :, ::1] pixmap, double pixfrac, double margin, Py_ssize_t chunk,
+                 Py_ssize_t ymin, Py_ssize_t ymax):
+    """Output-y range that each square-kernel tile of the input can reach.
+
+    Tiles as in ``drizzle_band``: ``TILE_ROWS`` input rows from ``ymin`` x
+    ``chunk`` columns.  Returns float64 ``(ntile_rows, nchunk, 2)``, ``[ymin,
+    ymax]`` of the pixel centres of the tile and of the ring of pixels its
+    drop corners are interpolated from, widened by ``margin`` and, at the
+    image border, for corners extrapolated beyond it (by a multiple of the
+    largest step between border pixels and their neighbours); ``[1e300,
+    -1e300]`` for tiles without finite centres.  Conservative, so that a
+    tile labelled with one band never writes outside it.  (Tiles are taken
+    whole: the x extent of a ``drizzle_band`` call only narrows them.)
+    """
+    cdef Py_ssize_t ny = pixmap.shape[0], nx = pixmap.shape[1]
+    cdef Py_ssize_t nchunk = (nx + chunk - 1) // chunk
+    cdef Py_ssize_t ntr = (ymax - ymin) // TILE_ROWS + 1 if ymax >= ymin else 0
+    cdef cnp.ndarray[cnp.float64_t, ndim=3] out = np.empty((ntr, nchunk, 2), dtype=np.float64)
+    cdef double[:, :, ::1] o = out
+    cdef Py_ssize_t tr, c, i, j, j0, j1, i0, i1
+    cdef double dh = 0.5 * pixfrac
+    # corners lie within `ring` pixels of their own pixel; a bilinear
+    # extrapolation by e <= dh beyond a border moves at most 2 e (1 + e) steps
+    cdef Py_ssize_t ring = 1 + <Py_ssize_t>dh
+    cdef double widen = 2.0 * dh * (1.0 + dh) if dh > 0.5 else 1.5
+    cdef double lo, hi, lo2, hi2, step, y, y2
+    cdef const double* pm = &pixmap[0, 0, 0]
+    cdef const double* row
+    with nogil:
+        for tr in range(ntr):
+            j0 = ymin + tr * TILE_ROWS - ring
+            j1 = ymin + tr * TILE_ROWS + TILE_ROWS - 1 + ring
+            if j0 < 0: j0 = 0
+            if j1 > ny - 1: j1 = ny - 1
+            for c in range(nchunk):
+                i0 = c * chunk - ring
+                i1 = c * chunk + chunk - 1 + ring
+                if i0 < 0: i0 = 0
+                if i1 > nx - 1: i1 = nx - 1
+                lo = lo2 = 1e300
+                hi = hi2 = -1e300
+                for j in range(j0, j1 + 1):
+                    row = pm + 2 * j * nx + 1
+                    # two independent min/max chains (latency); a NaN fails both tests
+                    for i in range(i0, i1, 2):
+                        y = row[2 * i]
+                        y2 = row[2 * i + 2]
+                        lo = y if y < lo else lo
+                        hi = y if y > hi else hi
+                        lo2 = y2 if y2 < lo2 else lo2
+                        hi2 = y2 if y2 > hi2 else hi2
+                    if (i1 - i0) % 2 == 0:
+                        y = row[2 * i1]
+                        lo = y if y < lo else lo
+                        hi = y if y > hi else hi
+                lo = lo2 if lo2 < lo else lo
+                hi = hi2 if hi2 > hi else hi
+                step = 0.0
+                if i0 == 0 and nx > 1:
+                    step = fmax(step, _border_step(pm, nx, 0, j0, 0, 1, j1 - j0 + 1, 1))
+                if i1 == nx - 1 and nx > 1:
+                    step = fmax(step, _border_step(pm, nx, nx - 1, j0, 0, 1, j1 - j0 + 1, -1))
+                if j0 == 0 and ny > 1:
+                    step = fmax(step, _border_step(pm, nx, i0, 0, 1, 0, i1 - i0 + 1, nx))
+                if j1 == ny - 1 and ny > 1:
+                    step = fmax(step, _border_step(pm, nx, i0, ny - 1, 1, 0, i1 - i0 + 1, -nx))
+                if lo > hi:
+                    o[tr, c, 0] = 1e300
+                    o[tr, c, 1] = -1e300
+                else:
+                    lo = lo - widen * step - margin
+                    hi = hi + widen * step + margin
+                    if isnan(lo) or isnan(hi):     # infinities in the map: anywhere
+                        lo = -1e300
+                        hi = 1e300
+                    o[tr, c, 0] = lo
+                    o[tr, c, 1] = hi
     return out
 
 

@@ -17,6 +17,7 @@ Quick start::
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,8 @@ KERNELS = {"square": 0, "turbo": 1, "point": 2, "gaussian": 3, "lanczos2": 4, "l
 INTERPOLANTS = {"nearest": 0, "linear": 1, "poly3": 2, "poly5": 3, "sinc": 4, "lanczos3": 5}
 
 _CTX_BITS = 32
-_CHUNK = 32          # input pixels per run when skipping work outside a band
+_CHUNK = 32          # input pixels per run when skipping work outside a band (= square tile width)
+_MAX_BANDS = 32      # square kernel: most output bands (work units) per phase
 _ST_NOMEM, _ST_HUGE = 1, 2
 
 
@@ -405,10 +407,11 @@ class Drizzle:
     def add_images(self, items: Iterable, threads=1):
         """Drizzle several images (``DrizzleInput``, dicts or tuples), possibly in threads.
 
-        With ``threads > 1`` the output rows are split into bands, each worked
-        on by one thread over all images in order; the result is
-        bit-identical to ``threads=1``.  Returns the number of input pixels
-        with NaN data or NaN/inf map entries (skipped).
+        With ``threads > 1`` the work is split by output rows: bands of rows
+        for the separable kernels, units of whole input tiles lying in (or
+        straddling the edge of) fixed output bands for the square kernel.
+        The result is bit-identical to ``threads=1``.  Returns the number of
+        input pixels with NaN data or NaN/inf map entries (skipped).
         """
         threads = _check_threads(threads)
         jobs = []
@@ -422,23 +425,98 @@ class Drizzle:
             jobs.append(self._prepare(item))
         if not jobs:
             return 0
-        ny = self.out_shape[0]
         self._cache = None
         self._threads = threads
-        if threads == 1:
-            for job in jobs:
-                self._run(job, 0, ny)
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                for job, ch in zip(jobs, pool.map(
-                        lambda j: _core.chunk_yranges(j.pixmap, j.support, _CHUNK), jobs)):
-                    job.chunks = ch
-                bands = _bands(ny, 2 * threads)
-                list(pool.map(lambda b: [self._run(job, *b) for job in jobs], bands))
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        try:
+            # consecutive images of the same kernel family share one decomposition
+            for square, group in itertools.groupby(jobs, key=lambda j: j.kernel == KERNELS["square"]):
+                if square:
+                    self._run_tiles(list(group), pool)
+                else:
+                    self._run_bands(list(group), pool, threads)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         self.ninputs += len(jobs)
         return sum(job.nskipped for job in jobs)
 
-    def _run(self, job, band0, band1):
+    def _run_bands(self, jobs, pool, threads):
+        """Separable kernels: each thread takes bands of output rows over all images.
+
+        Every addition is computed per drop and output pixel, so clipping
+        drops to a band changes nothing (bit-identical for any banding).
+        """
+        ny = self.out_shape[0]
+        if pool is None:
+            for job in jobs:
+                self._run(job, 0, ny)
+            return
+        for job, ch in zip(jobs, pool.map(lambda j: _core.chunk_yranges(j.pixmap, j.support, _CHUNK), jobs)):
+            job.chunks = ch
+        bands = _bands(ny, 2 * threads)
+        list(pool.map(lambda b: [self._run(job, *b) for job in jobs], bands))
+
+    def _run_tiles(self, jobs, pool):
+        """Square kernel: work units of whole input tiles, the same for any number of threads.
+
+        A tile's contributions are summed in a buffer before they reach the
+        output, so a tile must never be split between threads.  The output
+        rows are cut into bands (how many depends on the output and on the
+        tiles' footprint heights, never on the threads).  A tile whose
+        footprint lies in one band belongs to that band's unit, one straddling
+        the edge between two bands to that edge's unit, the rare taller ones
+        to one last unit.  Units run phase by phase: bands, even edges, odd
+        edges, the rest.  Units of one phase write disjoint rows, so threads
+        can take them in any order; each tile is computed once and every
+        output pixel receives its contributions in the same order whatever
+        the number of threads (bit-identical results).
+        """
+        ny = self.out_shape[0]
+        mapper = map if pool is None else pool.map
+        spans = list(mapper(lambda j: self._tile_rows(j, ny), jobs))
+        heights = np.concatenate([(r1 - r0 + 1)[r1 >= r0] for r0, r1 in spans])
+        height = float(np.percentile(heights, 90)) if heights.size else float(ny)
+        bands = _bands(ny, max(1, min(_MAX_BANDS, int(ny // max(1.0, 2.0 * height)))))
+        nb = len(bands)
+        starts = np.array([b[0] for b in bands])
+        labels, counts = [], []
+        for r0, r1 in spans:
+            k0 = np.searchsorted(starts, r0, side="right") - 1
+            k1 = np.searchsorted(starts, r1, side="right") - 1
+            lab = np.where(k0 == k1, k0, np.where(k1 == k0 + 1, nb + k1, 2 * nb)).astype(np.int32)
+            lab[r1 < r0] = -1
+            labels.append(lab)
+            counts.append(np.bincount(lab[lab >= 0].ravel(), minlength=2 * nb + 1))
+        # (label, band of output rows it may write) per phase
+        phases = [[(k, bands[k]) for k in range(nb)],
+                  [(nb + k, (bands[k - 1][0], bands[k][1])) for k in range(2, nb, 2)],
+                  [(nb + k, (bands[k - 1][0], bands[k][1])) for k in range(1, nb, 2)],
+                  [(2 * nb, (0, ny))]]
+
+        def run(unit):
+            code, (b0, b1) = unit
+            for job, lab, cnt in zip(jobs, labels, counts):
+                if cnt[code]:
+                    self._run(job, b0, b1, lab, code)
+
+        total = np.sum(counts, axis=0)
+        for units in phases:
+            # biggest first: better balance, and the order of disjoint units does not matter
+            units = sorted((u for u in units if total[u[0]]), key=lambda u: -total[u[0]])
+            list(mapper(run, units))
+
+    @staticmethod
+    def _tile_rows(job, ny):
+        """First and last output row each input tile of ``job`` may touch (empty: last < first)."""
+        x0, x1, y0, y1 = job.box
+        yr = _core.tile_yranges(job.pixmap, job.pixfrac, job.support, _CHUNK, y0, y1)
+        yr = np.clip(yr, -2.0, ny + 2.0)
+        r0 = np.maximum(np.floor(yr[..., 0] + 0.5), 0).astype(np.int64)
+        r1 = np.minimum(np.floor(yr[..., 1] + 0.5), ny - 1).astype(np.int64)
+        return r0, r1
+
+    def _run(self, job, band0, band1, tiles=None, want=0):
         if job.ctx_id is None:
             ctx, bit = None, 0
         else:
@@ -448,7 +526,7 @@ class Drizzle:
         status, skipped = _core.drizzle_band(
             job.data, job.weight, job.mask, job.pixmap, self._acc, ctx, bit,
             job.kernel, job.pixfrac, job.scale, job.dscale, job.wscale, x0, x1, y0, y1,
-            band0, band1, job.chunks, _CHUNK)
+            band0, band1, job.chunks, _CHUNK, tiles, want)
         _raise_status(status)
 
     def _prepare(self, it: DrizzleInput) -> _Job:
