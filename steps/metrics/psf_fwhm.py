@@ -285,13 +285,18 @@ def _nearest_distance(x, y):
     return out
 
 
-def _clear_box(good, r):
-    """True where every pixel within ``r`` (a (2r+1)² box, image edge included) is good."""
-    bad = np.pad(~good, r, constant_values=True).astype(np.int64)
-    ii = np.pad(bad.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    k = 2 * r + 1
-    s = ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
-    return s == 0
+def _clear_at(good, xi, yi, r):
+    """True for the positions whose (2r+1)² box lies inside the image and holds
+    only good pixels (tested at those positions only, in chunks of stars)."""
+    ny, nx = good.shape
+    xi, yi = np.asarray(xi, int), np.asarray(yi, int)
+    out = np.zeros(len(xi), bool)
+    idx = np.flatnonzero((xi - r >= 0) & (xi + r < nx) & (yi - r >= 0) & (yi + r < ny))
+    off = np.arange(-r, r + 1)
+    for part in np.array_split(idx, max(1, len(idx) // 256)):
+        box = good[(yi[part, None] + off)[:, :, None], (xi[part, None] + off)[:, None, :]]
+        out[part] = box.all(axis=(1, 2))
+    return out
 
 
 def select_psf_stars(sci, good, *, thresh=10.0, minarea=5, isolation_pix=10.0,
@@ -338,10 +343,9 @@ def select_psf_stars(sci, good, *, thresh=10.0, minarea=5, isolation_pix=10.0,
     counts["crowded"] = int((keep & ~iso).sum())
     keep &= iso
     # distance from zero weight / image edges
-    inner = _clear_box(good, int(edge_pix))
     xi = np.clip(np.rint(x).astype(int), 0, sci.shape[1] - 1)
     yi = np.clip(np.rint(y).astype(int), 0, sci.shape[0] - 1)
-    near_edge = ~inner[yi, xi]
+    near_edge = ~_clear_at(good, xi, yi, int(edge_pix))
     counts["near_edge"] = int((keep & near_edge).sum())
     keep &= ~near_edge
     if max_peak is not None:
