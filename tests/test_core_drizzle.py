@@ -442,3 +442,24 @@ def test_broken_map_that_explodes_a_pixel_is_an_error():
     pm[2, 2] = (1e7, 1e7)
     with pytest.raises(DrizzleArrayError, match="pixmap"):
         Drizzle((10, 10)).add_image(data, pm)
+
+
+def test_iter_finished_blocks_equal_finish():
+    """Streaming the product in row blocks gives finish()'s arrays (times scale),
+    with the fill value exactly where the weight is zero."""
+    rng = np.random.default_rng(5)
+    data = rng.normal(100, 10, (40, 50)).astype(np.float32)
+    yy, xx = np.mgrid[0:40, 0:50].astype(float)
+    pm = np.ascontiguousarray(np.stack([xx * 0.9 + 3.2, yy * 1.1 + 2.7], axis=-1))
+    drz = Drizzle((70, 60), kernel="square", fillval=-7.0)
+    drz.add_image(data, pm, exptime=10.0, pixfrac=0.8, in_units="counts", input_id=3)
+    img, wht, ctx = drz.finish()
+    blocks = list(drz.iter_finished(block=16, scale=2.5))
+    assert [b[0].shape[0] for b in blocks] == [16, 16, 16, 16, 6]
+    simg = np.concatenate([b[0] for b in blocks])
+    swht = np.concatenate([b[1] for b in blocks])
+    sctx = np.concatenate([b[2] for b in blocks])
+    np.testing.assert_array_equal(swht, wht)
+    np.testing.assert_array_equal(sctx, ctx[0])
+    assert (wht == 0).any() and (simg[wht == 0] == np.float32(-7.0)).all()
+    np.testing.assert_array_equal(simg[wht > 0], img[wht > 0] * np.float32(2.5))

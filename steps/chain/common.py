@@ -251,28 +251,10 @@ def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, inpu
 
 
 def finish_rows(driz, block=256, scale=1.0):
-    """Yield ``(sci, wht, ctx)`` row blocks of a finished drizzle, so that a
-    product can be streamed to its file without a second full-size copy of
-    the output in memory (the accumulators alone are 12 bytes per pixel).
-
-    ``sci`` is the weighted mean times ``scale`` (the total exposure time for
-    ``counts`` products), the drizzle's fill value where the weight is zero;
-    ``ctx`` is the first context plane (None without context).
-    """
-    from drizzleflow.steps.drizzle import _core
-    acc = driz._acc
-    ctx = driz.out_ctx
-    fill = driz.fillval
-    ny, nx = acc.shape[:2]
-    for r0 in range(0, ny, block):
-        r1 = min(ny, r0 + block)
-        sci = np.empty((r1 - r0, nx), dtype=np.float32)
-        wht = np.empty((r1 - r0, nx), dtype=np.float32)
-        _core.finish_into(acc[r0:r1], sci, wht, np.float32(fill), 0, r1 - r0)
-        if scale != 1.0:
-            sci *= np.float32(scale)
-            sci[wht <= 0] = np.float32(fill)
-        yield sci, wht, (None if ctx is None else ctx[0, r0:r1])
+    """Row blocks ``(sci, wht, ctx)`` of a finished drizzle (``Drizzle.iter_finished``):
+    a product streamed to its file needs no second full-size copy of the output
+    (the accumulators alone are 12 bytes per pixel)."""
+    return driz.iter_finished(block=block, scale=scale)
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):

@@ -320,6 +320,28 @@ class Drizzle:
         img, wht = self._finished()
         return img, wht, self._ctx
 
+    def iter_finished(self, block=256, scale=1.0):
+        """Yield ``(out_img, out_wht, out_ctx)`` for consecutive blocks of
+        ``block`` output rows, to stream a large product to its file without a
+        second full-size copy in memory.
+
+        ``out_img`` is the weighted mean times ``scale`` (e.g. the total
+        exposure time for a product in counts), ``fillval`` where the weight
+        is zero; ``out_ctx`` is the block of the first context plane (None
+        when the context is disabled).
+        """
+        ny, nx = self.out_shape
+        scale = np.float32(scale)
+        for r0 in range(0, ny, int(block)):
+            r1 = min(ny, r0 + int(block))
+            img = np.empty((r1 - r0, nx), dtype=np.float32)
+            wht = np.empty((r1 - r0, nx), dtype=np.float32)
+            _core.finish_into(self._acc[r0:r1], img, wht, self.fillval, 0, r1 - r0)
+            if scale != 1:
+                img *= scale
+                img[wht <= 0] = self.fillval
+            yield img, wht, (None if self._ctx is None else self._ctx[0, r0:r1])
+
     def _finished(self):
         if self._cache is None:
             img = np.empty(self.out_shape, dtype=np.float32)
