@@ -788,6 +788,20 @@ def _worker_init(threads):
     os.environ["DRIZZLEFLOW_THREADS"] = str(int(threads))
 
 
+def _worker_pool(npoints, parallel, how=""):
+    """Worker processes for ``npoints`` points, at most ``parallel`` at once,
+    each given its share of the cores (:func:`_worker_init`)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    nproc = min(parallel, npoints)
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    log.info("sweep: running %d points, %d at a time (%d core thread(s) each)%s", npoints, nproc, threads,
+             f", {how}" if how else "")
+    return ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+
+
 def _partial_job(args):
     """Worker-process entry: run one point's recipe up to a step (no result file)."""
     p, reuse, opts, stop = args
@@ -809,21 +823,14 @@ def _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports):
     not need that list; each then runs its metrics as soon as the list exists.
     No core waits for the baseline's star selection.
     """
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from .errors import DrizzleflowError
 
     base, others = pending[0], pending[1:]
     base_dir = Path(base.recipe.output).resolve()
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    nproc = min(parallel, len(pending))
-    threads = max(1, (os.cpu_count() or 1) // nproc)
-    log.info("sweep: running %d points, %d at a time (%d core thread(s) each), metrics after the "
-             "baseline's star list", len(pending), nproc, threads)
     errors, waiting, star_list, base_done = [], [], None, False
-    with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with _worker_pool(len(pending), parallel, "metrics after the baseline's star list") as pool:
         futs = {pool.submit(_point_job, (base, list(done_dirs), opts)): ("full", base)}
         for p in others:
             _share_inputs(p.recipe, base_dir)
@@ -859,18 +866,12 @@ def _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports):
 
 def _run_parallel(spec, pending, parallel, results, done_dirs, opts, reports):
     """Run points in worker processes; keep every finished point, raise the first failure after."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     from .errors import DrizzleflowError
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     errors = []
-    nproc = min(parallel, len(pending))
-    threads = max(1, (os.cpu_count() or 1) // nproc)
-    log.info("sweep: running %d points, %d at a time (%d core thread(s) each)", len(pending), nproc, threads)
-    with ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with _worker_pool(len(pending), parallel) as pool:
         futures = [pool.submit(_point_job, (p, list(done_dirs), opts)) for p in pending]
         for fut in as_completed(futures):
             status, payload = fut.result()
