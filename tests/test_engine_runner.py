@@ -84,6 +84,23 @@ def test_preflight_only_for_steps_that_will_run(work):
     assert log.read_text().split() == ["toy_drizzle", "toy_drizzle"]
 
 
+def test_stop_after_is_a_partial_run_that_a_later_run_continues(work):
+    """run_recipe(stop_after=...) (what a sweep uses for the steps all points
+    share): the manifest says partial, later steps have not run, and the next
+    run continues from there like after a killed run."""
+    rec = load_recipe(work / "toy.yaml", cwd=work)
+    names = [s.name for s in rec.steps]
+    r = run_recipe(rec, stop_after=names[1])
+    assert [s.name for s in r.steps] == names[:2]
+    assert json.loads((work / "out" / "manifest.json").read_text())["status"] == "partial"
+    assert work_log(work / "out") == names[:2]
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert [s.status for s in r.steps] == ["cached", "cached", "ran", "ran"]
+    assert json.loads((work / "out" / "manifest.json").read_text())["status"] == "complete"
+    with pytest.raises(ValueError, match="no step named 'nope'"):
+        run_recipe(rec, stop_after="nope")
+
+
 def test_changing_only_the_last_step_reruns_only_it(work):
     run_recipe(load_recipe(work / "toy.yaml", cwd=work))
     before = total(work / "out")
