@@ -128,8 +128,6 @@ class DrizzleFinalStep(Step):
     def _check(self, params):
         if params.wht_type == "ERR":
             raise StepError(self.name, ERR_MESSAGE)
-        if params.fillval is not None and not np.isfinite(params.fillval):
-            pass  # NaN/inf asked for explicitly
 
     def preflight(self, context, params):
         """Parameters, grid size and grid coverage from the archive headers, before ingest runs."""
