@@ -118,3 +118,29 @@ def test_footprint_maps_chip_centre_and_labels_points():
     assert footprint.point_in_quad(200 + 90, 200, fps[0].corners)
     assert not footprint.point_in_quad(200 + 120, 200 + 120, fps[0].corners)
     assert footprint.output_pixel_scale(out) == pytest.approx(0.05)
+
+
+def test_clear_box_at_stars_matches_a_brute_force_test():
+    """A star is 'clear' only when its whole (2r+1)^2 box is inside the image and good."""
+    rng = np.random.default_rng(3)
+    good = rng.random((120, 150)) > 0.003
+    good[:, 140:] = False
+    xi, yi = rng.integers(0, 150, 800), rng.integers(0, 120, 800)
+    for r in (0, 1, 4, 9):
+        want = [0 <= x - r and x + r < 150 and 0 <= y - r and y + r < 120
+                and bool(good[y - r:y + r + 1, x - r:x + r + 1].all()) for x, y in zip(xi, yi)]
+        assert psf_fwhm._clear_at(good, xi, yi, r).tolist() == want
+
+
+def test_cutouts_from_weights_equal_cutouts_from_a_mask():
+    """Measuring with good=None tests finite sci and wht > 0 inside the cutouts only:
+    the same cutouts as with the full-image mask."""
+    rng = np.random.default_rng(4)
+    sci = rng.normal(10, 1, (60, 70)).astype(np.float32)
+    sci[5, 7] = np.nan
+    wht = (rng.random((60, 70)) > 0.05).astype(np.float32)
+    good = np.isfinite(sci) & (wht > 0)
+    x, y = rng.uniform(-3, 73, 200), rng.uniform(-3, 63, 200)
+    a = psf_fwhm._cutouts(sci, good, x, y, 4)[0]
+    b = psf_fwhm._cutouts(sci, None, x, y, 4, wht=wht)[0]
+    assert np.isnan(a).any() and np.array_equal(a, b, equal_nan=True)

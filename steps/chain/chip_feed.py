@@ -60,7 +60,7 @@ class ReadyChip:
 class ChipFeed:
     """Prepare the chips of ``recs`` for output rows ``[y0, y1)`` of ``grid``.
 
-    ``weight_of(chip, good, rho, context)`` turns the good-pixel mask into the
+    ``weight_of(chip, good, rho)`` turns the good-pixel mask into the
     chip's weight image; ``masks(kind, key, path)`` reads (or serves) a static
     or cosmic-ray mask.  ``reach`` are the output rows each chip's outline can
     reach (:func:`chip_rows`, indexed by input id) or None: then every chip is

@@ -32,7 +32,7 @@ from .core import DrizzleArrayError
 __all__ = ["pixmap", "corner_pixmap", "DEFAULT_STEPSIZE"]
 
 #: grid step (input pixels) chosen by measurement: < 1e-4 px error on WFPC2-like
-#: distortion (2e-8 px on the simulated M2 set, as with step 10), ~60x faster than
+#: distortion (2e-8 px on the simulated M2 set, as with step 10), ~50x faster than
 #: evaluating every pixel (benchmarks/core.py)
 DEFAULT_STEPSIZE = 32
 

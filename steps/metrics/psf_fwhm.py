@@ -97,8 +97,8 @@ def _cutouts(img, good, x, y, half, wht=None):
         rows = (yi[idx, None] + off)[:, :, None]
         cols = (xi[idx, None] + off)[:, None, :]
         c = np.asarray(img[rows, cols], dtype=float)
-        ok = np.asarray(good[rows, cols], bool) if good is not None else \
-            np.isfinite(c) & (np.asarray(wht[rows, cols], dtype=float) > 0)
+        # (NaN data stay NaN either way)
+        ok = np.asarray(good[rows, cols], bool) if good is not None else np.asarray(wht[rows, cols]) > 0
         c[~ok] = np.nan
         cut[idx] = c
     return cut, xi, yi, off, inside
