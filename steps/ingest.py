@@ -52,10 +52,12 @@ class IngestParams(Params):
 
 def _prepare(pair, bits, do_wcs, uref, stage):
     """Build the working copies of one pair inside ``stage``; returns (sci, dq) paths."""
+    # read_fits loads every HDU into memory (memmap=False), so the HDUList stays
+    # valid after the file is closed and is edited in place: no per-card copy
     with read_fits(pair.sci) as src:
-        sci = waivered_hdul_to_mef(src, pair.sci) if pair.kind == "waivered" else _copy(src)
+        sci = waivered_hdul_to_mef(src, pair.sci) if pair.kind == "waivered" else src
     with read_fits(pair.dq) as src:
-        dq = waivered_hdul_to_mef(src, pair.dq) if pair.kind == "waivered" else _copy(src)
+        dq = waivered_hdul_to_mef(src, pair.dq) if pair.kind == "waivered" else src
     for h, d in zip(sci_extensions(sci), dq_extensions(dq)):
         data = np.array(h.data, dtype=np.float32)
         flags = as_uint16(d.data)
@@ -79,11 +81,6 @@ def _prepare(pair, bits, do_wcs, uref, stage):
     sci.writeto(sci_out)
     dq.writeto(dq_out)
     return sci_out, dq_out
-
-
-def _copy(hdul):
-    from astropy.io import fits
-    return fits.HDUList([h.copy() for h in hdul])
 
 
 def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, resetbits=4096, log=None):

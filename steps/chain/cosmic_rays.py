@@ -122,8 +122,10 @@ def _copy_and_edit(src, dest, edit):
     from astropy.io import fits
 
     from drizzleflow.engine.atomic import atomic_path
+    # read everything into memory and edit that in place: the file is closed after
+    # readall, so no per-card copy of every header (and of the data) is needed
     with fits.open(src, memmap=False) as hdul:
-        hdul = fits.HDUList([h.copy() for h in hdul])
-    edit(hdul)
-    with atomic_path(dest) as tmp:
-        hdul.writeto(tmp, output_verify="silentfix")
+        hdul.readall()
+        edit(hdul)
+        with atomic_path(dest) as tmp:
+            hdul.writeto(tmp, output_verify="silentfix")

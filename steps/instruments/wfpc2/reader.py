@@ -106,9 +106,10 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
     files = {}
 
     def opened(path):
-        # each file is read once: the pair check and the chips share it
+        # each file is read once: the pair check and the chips share it; tables
+        # (WCSCORR) are not read: an Exposure has no use for them
         if path not in files:
-            files[path] = read_fits(path)
+            files[path] = read_fits(path, load_data="images")
         return files[path]
 
     try:
@@ -124,7 +125,7 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
 
 def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
     clear = bits_mask(ignore_bits) or 0
-    primary = sci[0].header.copy()
+    primary = sci[0].header   # no copy: the HDUList is closed and dropped after this
     root = rootname(pair.sci, primary)
     exptime = float(primary.get("EXPTIME", 0.0))
     scis = sci_extensions(sci)
@@ -139,7 +140,7 @@ def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
         except KeyError as exc:
             raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
         data = np.array(sh.data, dtype=np.float32, order="C")  # native endian copy
-        dq = as_uint16(dh.data).copy()
+        dq = as_uint16(dh.data)   # always a new array
         if clear:
             dq &= np.uint16(~clear & 0xFFFF)
         bad = ~np.isfinite(data)
@@ -157,7 +158,7 @@ def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
         photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
         chips.append(Chip(
             root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
-            header=hdr.copy(), exptime=exptime, gain=float(gain), rdnoise=float(rdnoise),
+            header=hdr, exptime=exptime, gain=float(gain), rdnoise=float(rdnoise),
             pscale=chip_pscale(hdr, wcs), photflam=photflam / gain if photflam else 0.0,
         ))
     return Exposure(root=root, sci_path=Path(pair.sci), dq_path=Path(pair.dq),

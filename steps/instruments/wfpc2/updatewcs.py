@@ -455,8 +455,9 @@ def update_wcs(hdul, *, uref=None, image=None, d2im_path=None):
     ph["DISTNAME"] = (distname, "Distortion model name")
     ph["NEXTEND"] = len(hdul) - 1 + (0 if "WCSCORR" in hdul else 1)
 
-    wcscorr.ensure_wcscorr(hdul, pa_v3)
-    rows = [wcscorr.row_from_header(h.header, wcsname, " ", SIPNAME=sipname, NPOLNAME="NOMODEL",
+    # the OPUS rows (if the table is new) and this update's rows: one table build
+    rows = [] if "WCSCORR" in hdul else wcscorr.opus_rows(hdul, pa_v3)
+    rows += [wcscorr.row_from_header(h.header, wcsname, " ", SIPNAME=sipname, NPOLNAME="NOMODEL",
                                     D2IMNAME=d2im_name, PA_V3=pa_v3,
                                     DESCRIP=f"updatewcs: IDCTAB {idc_path.name}"
                                             + (f", OFFTAB {off_path.name}" if off_path else "")

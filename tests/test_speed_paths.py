@@ -1,0 +1,174 @@
+"""The fast paths added to cut the time outside the drizzle/median steps must
+give exactly what the plain code gave: clipped statistics bit for bit, WCSCORR
+rows, header-only pair checks, the archive-geometry cache (hit and miss)."""
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from drizzleflow.steps.chain import geometry, imagestats
+from drizzleflow.steps.chain.imagestats import _histogram, _median, _order_stats, clipped_stats
+from drizzleflow.steps.ingest import ingest_pairs
+from drizzleflow.steps.instruments.wfpc2.files import check_pair, group_shapes, read_fits
+from drizzleflow.steps.wcs_tools import wcscorr
+
+import wfpc2_synth as S
+
+
+# ----------------------------------------------------------------- clipped statistics
+def _plain_clipped(values, lower=None, upper=None, nclip=3, lsig=3.0, usig=3.0):
+    """The straightforward algorithm (one fresh selection, ndarray.mean/std and
+    np.median per pass), kept here as the reference the fast one must equal;
+    None when a pass keeps nothing."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    lo = float(v.min()) if lower is None else float(lower)
+    hi = float(v.max()) if upper is None else float(upper)
+    a, b = lo, hi
+    for k in range(nclip + 1):
+        kept = v[(v >= a) & (v <= b)]
+        if kept.size == 0:
+            return None
+        mean = float(kept.mean())
+        std = float(kept.std(ddof=1)) if kept.size > 1 else 0.0
+        if k < nclip:
+            a_new, b_new = max(lo, mean - lsig * std), min(hi, mean + usig * std)
+            if a_new == a and b_new == b:
+                break
+            a, b = a_new, b_new
+    return kept.size, mean, std, float(np.median(kept if nclip > 0 else v))
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    for n in (5, 1000, 65537, 200001, 300000):
+        sky = rng.normal(40.0, 6.0, n).astype(np.float32)
+        sky[rng.integers(0, n, n // 50)] = rng.uniform(200, 3e4, n // 50).astype(np.float32)  # CRs/stars
+        yield sky
+        yield np.round(sky)                       # many ties
+        yield np.sort(sky)                        # sorted: strided samples are very uneven
+    x = rng.normal(0.0, 1.0, 250000).astype(np.float32)
+    x[::11] = np.nan
+    yield x
+
+
+@pytest.mark.parametrize("kw", [dict(nclip=5, lsig=4.0, usig=4.0), dict(nclip=3), dict(nclip=0),
+                                dict(lower=20.0, upper=80.0, nclip=5, lsig=4.0, usig=4.0),
+                                dict(nclip=8, lsig=1.0, usig=0.5)])
+def test_clipped_stats_equal_the_plain_algorithm_bit_for_bit(kw):
+    for v in _cases():
+        want = _plain_clipped(v, **kw)
+        if want is None:
+            with pytest.raises(ValueError):
+                clipped_stats(v, fields=("median",), **kw)
+            continue
+        st = clipped_stats(v, fields=("mean", "median", "mode"), **kw)
+        assert (st.npix, st.mean, st.stddev, st.median) == want
+
+
+def test_order_stats_match_partition_including_the_fallback(monkeypatch):
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 1, 400001)
+    ks = [200000]
+    assert _order_stats(v, ks) == list(np.partition(v, ks)[ks])
+    assert _median(v) == float(np.median(v))
+    w = v[:-1]
+    assert _median(w) == float(np.median(w))
+    # a sample that lies about the data: every sampled value is huge, so the window
+    # misses the wanted ranks and the full partition must be used
+    bad = rng.normal(0, 1, 409600)
+    bad[::100] = 1e6
+    calls = []
+    real = np.partition
+    monkeypatch.setattr(imagestats.np, "partition", lambda a, k: calls.append(a.size) or real(a, k))
+    assert _median(bad) == float(np.median(bad))
+    assert calls[-1] == bad.size  # fell back to the whole array
+
+
+def test_chunked_histogram_equals_one_pass():
+    rng = np.random.default_rng(5)
+    v = rng.normal(10.0, 2.0, 300007)
+    v[::1000] = 900.0
+    for nbins in (2, 37, 4000, 65536, 70000):
+        vmin, vmax = float(v.min()), float(v.max())
+        spacing = (vmax - vmin) / (nbins - 1)
+        idx = np.clip(np.floor((v - vmin) / spacing).astype(np.int64), 0, nbins - 1)
+        assert np.array_equal(_histogram(v, vmin, spacing, nbins), np.bincount(idx, minlength=nbins))
+
+
+# ----------------------------------------------------------------- WCSCORR
+def _rows_per_record(hdul):
+    data = hdul["WCSCORR"].data
+    out = []
+    for rec in data:
+        row = {}
+        for name, _, default in wcscorr.COLUMNS:
+            v = rec[name] if name in data.names else default
+            row[name] = v.strip() if isinstance(v, str) else (v.item() if hasattr(v, "item") else v)
+        if row["WCS_ID"] or row["EXTVER"]:
+            out.append(row)
+    return out
+
+
+def test_ingest_builds_wcscorr_once_with_opus_and_idc_rows(tmp_path, monkeypatch):
+    S.write_references(tmp_path / "uref")
+    pairs = S.make_set(tmp_path / "arch", 1)
+    tables = []
+    real = wcscorr._table
+    monkeypatch.setattr(wcscorr, "_table", lambda rows: tables.append(len(rows)) or real(rows))
+    made = ingest_pairs([pairs[0][0]], tmp_path / "out", updatewcs=True, uref=str(tmp_path / "uref"))
+    assert tables == [8]  # one table: 4 OPUS rows + 4 IDC rows
+    with fits.open(made[0]["sci"]) as h:
+        rows = wcscorr.read_rows(h)
+        assert rows == _rows_per_record(h)
+        assert [r["WCS_ID"] for r in rows] == ["OPUS"] * 4 + ["IDC_synth"] * 4
+        assert [r["EXTVER"] for r in rows] == [1, 2, 3, 4] * 2
+        assert all(r["WCS_key"] == "O" for r in rows[:4])
+        assert h["WCSCORR"].header["TROWS"] == 8
+        assert rows[4]["CRVAL1"] == h["SCI", 1].header["CRVAL1"]
+
+
+# ----------------------------------------------------------------- header-only checks
+def test_pair_check_reads_headers_only_and_still_sees_truncation(tmp_path):
+    sci, dq = S.make_set(tmp_path, 1)[0]
+    with read_fits(sci) as full, read_fits(sci, load_data=False) as bare:
+        assert group_shapes(bare, "mef") == group_shapes(full, "mef") == [(S.N, S.N)] * 4
+        assert all("data" not in h.__dict__ for h in bare[1:])  # nothing read
+    assert check_pair(sci).shape == (S.N, S.N)
+    cut = tmp_path / "cut" / sci.name
+    cut.parent.mkdir()
+    cut.write_bytes(sci.read_bytes()[:-3000])
+    (cut.parent / dq.name).write_bytes(dq.read_bytes())
+    with pytest.raises(Exception, match="truncated"):
+        check_pair(cut)
+
+
+def test_images_only_read_leaves_tables_unread(tmp_path):
+    S.write_references(tmp_path / "uref")
+    pairs = S.make_set(tmp_path / "arch", 1)
+    made = ingest_pairs([pairs[0][0]], tmp_path / "out", updatewcs=True, uref=str(tmp_path / "uref"))
+    with read_fits(made[0]["sci"], load_data="images") as h:
+        assert "data" not in h["WCSCORR"].__dict__
+        assert all("data" in x.__dict__ for x in h if x.name in ("SCI", "D2IMARR"))
+
+
+# ----------------------------------------------------------------- archive geometry cache
+def test_archive_geometry_cache_hit_and_miss(tmp_path, monkeypatch):
+    sci, _ = S.make_set(tmp_path, 1)[0]
+    geometry._ARCHIVE.clear()
+    calls = []
+    real = geometry.chip_geometry
+    monkeypatch.setattr(geometry, "chip_geometry", lambda p: calls.append(p) or real(p))
+    first = geometry.archive_geometry([sci])
+    again = geometry.archive_geometry([sci])
+    assert len(calls) == 1 and again[0] is first[0] and len(first) == 4
+    # the file changes (new mtime): read again, new values seen
+    with fits.open(sci, mode="update") as h:
+        h["SCI", 1].header["CRVAL1"] = h["SCI", 1].header["CRVAL1"] + 0.01
+    st = os.stat(sci)
+    os.utime(sci, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = geometry.archive_geometry([sci])
+    assert len(calls) == 2
+    assert changed[0].wcs.wcs.crval[0] == pytest.approx(first[0].wcs.wcs.crval[0] + 0.01)
+    assert geometry.archive_geometry([tmp_path / "missing_c0m.fits"]) == []
