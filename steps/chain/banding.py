@@ -30,17 +30,29 @@ def bands(ny, nx, band_mb, bytes_per_pixel):
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def region(pm, nrows, pad):
+#: the core walks an input in tiles / runs of this many columns (and rows, for the
+#: square kernel's tiles) counted from the sub-region's start; a region starting on
+#: a multiple of it is cut into the same tiles as the whole chip, so a band adds
+#: the same partial sums as a single pass (measured on M2: pixels that differ in
+#: the last float32 bit from a single pass, per band, 7 instead of ~300 for turbo,
+#: ~1-10k instead of ~17k for square)
+ALIGN = 32
+
+
+def region(pm, nrows, pad, align=ALIGN):
     """Input sub-region (core keyword arguments) whose drops can land in rows
     ``[0, nrows)`` of a band (``pm`` already shifted to the band); ``False``
-    when none can."""
+    when none can.  ``xmin``/``ymin`` are rounded down to a multiple of
+    ``align`` (:data:`ALIGN`: the extra pixels' drops miss the band)."""
     y = pm[..., 1]
     m = (y > -pad) & (y < nrows - 1 + pad)
     if not m.any():
         return False
     rows = np.flatnonzero(m.any(axis=1))
     cols = np.flatnonzero(m.any(axis=0))
-    return {"ymin": int(rows[0]), "ymax": int(rows[-1]), "xmin": int(cols[0]), "xmax": int(cols[-1])}
+    a = max(1, int(align))
+    return {"ymin": int(rows[0]) // a * a, "ymax": int(rows[-1]),
+            "xmin": int(cols[0]) // a * a, "xmax": int(cols[-1])}
 
 
 class BandWriter:

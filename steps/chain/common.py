@@ -53,8 +53,12 @@ def exposure_records(context, step: str) -> list[dict]:
 #: changes its identity, so stale entries are never returned.
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-#: how many exposures to keep (each WFPC2 exposure is ~15 MB in memory)
-CACHE_SIZE = 8
+#: how many exposures to keep (each WFPC2 exposure is ~15 MB in memory).  0: none.
+#: Keeping the six M2 exposures saved the sky step re-reading them after
+#: static_mask (~0.25 s of CPU) but held 90 MB through static_mask and sky (and
+#: again through cosmic_rays, whose entries go stale when it writes the CR bits):
+#: static_mask peaked at 285 MiB with them, 220 without.
+CACHE_SIZE = 0
 
 
 def _identity(*paths):
@@ -127,9 +131,9 @@ def load_exposure(context, rec, cache=True):
 
     The CR bit is cleared on reading (AstroDrizzle's ``resetbits=4096``): flags
     from an earlier run must not change what this run computes; the cosmic-ray
-    mask travels as the ``crmasks`` product instead.  Exposures are shared
-    between the steps of one process until their files change; treat them as
-    read-only.
+    mask travels as the ``crmasks`` product instead.  With ``cache`` (and
+    :data:`CACHE_SIZE` > 0) exposures are shared between the steps of one
+    process until their files change; treat them as read-only.
     """
     from drizzleflow.steps.instruments.model import CR_BIT
     from drizzleflow.steps.instruments.wfpc2 import open_exposure
@@ -143,7 +147,7 @@ def load_exposure(context, rec, cache=True):
     for c in exp.chips:
         c.sci.flags.writeable = False
         c.dq.flags.writeable = False
-    if cache:
+    if cache and CACHE_SIZE > 0:
         with _CACHE_LOCK:
             for k in [k for k in _CACHE if k[0][0] == key[0][0]]:
                 del _CACHE[k]  # older versions of the same file
