@@ -564,6 +564,35 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
     p = base + row * LS + col
     um = u0 - <double>col
     t0 = 0.0
+    # Edges of drops aligned with the output grid (the usual case: the output
+    # follows the reference chip) stay inside one row or one column; walking
+    # only the other direction saves the row/column race.  Same deposits, in the
+    # same order, as the general walk below.
+    if tr >= 1.0:
+        while True:
+            t1 = tc if tc < 1.0 else 1.0
+            d = (t1 - t0) * dv
+            a1 = d * (um + 0.5 * (t0 + t1) * du)
+            p[0] += d - a1
+            p[1] += a1
+            if t1 >= 1.0:
+                return
+            p += sc
+            um -= <double>sc
+            tc += dtc
+            t0 = t1
+    if tc >= 1.0:
+        while True:
+            t1 = tr if tr < 1.0 else 1.0
+            d = (t1 - t0) * dv
+            a1 = d * (um + 0.5 * (t0 + t1) * du)
+            p[0] += d - a1
+            p[1] += a1
+            if t1 >= 1.0:
+                return
+            p += sr
+            tr += dtr
+            t0 = t1
     while True:
         t1 = tr if tr < tc else tc
         if t1 > 1.0:
