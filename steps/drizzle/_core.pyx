@@ -526,49 +526,60 @@ DEF LS = LB + 3
 
 cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
                                double* base) noexcept nogil:
-    """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS)."""
+    """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS).
+
+    Edges of drops aligned with the output grid (the usual case: the output
+    follows the reference chip) stay inside one row or one column, and short
+    ones inside one cell.  Those are decided from the end point first, so the
+    walk needs one reciprocal (or none) instead of two, and no row/column race.
+    Local coordinates are >= 0 (see ``_drop_local``), so truncation is floor.
+    """
     cdef double du = u1 - u0, dv = v1 - v0
-    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1, fr, fc
     cdef Py_ssize_t row, col, sr, sc, ti
+    cdef bint one_row, one_col
     cdef double* p
     if dv == 0.0:
         return
-    # local coordinates are >= 0 (see _drop_local), so truncation is floor
     ti = <Py_ssize_t>v0
+    fr = <double>ti
     if dv > 0.0:
         row = ti
         sr = LS
-        dtr = 1.0 / dv
-        tr = (<double>(row + 1) - v0) * dtr
+        one_row = v1 <= fr + 1.0
     else:
-        row = ti - (<double>ti == v0)
+        if fr == v0:
+            ti -= 1
+            fr -= 1.0
+        row = ti
         sr = -LS
-        dtr = -1.0 / dv
-        tr = (v0 - <double>row) * dtr
+        one_row = v1 >= fr
     ti = <Py_ssize_t>u0
+    fc = <double>ti
     if du > 0.0:
-        col = ti
         sc = 1
-        dtc = 1.0 / du
-        tc = (<double>(col + 1) - u0) * dtc
+        one_col = u1 <= fc + 1.0
     elif du < 0.0:
-        col = ti - (<double>ti == u0)
+        if fc == u0:
+            ti -= 1
+            fc -= 1.0
         sc = -1
-        dtc = -1.0 / du
-        tc = (u0 - <double>col) * dtc
+        one_col = u1 >= fc
     else:
-        col = ti
         sc = 0
-        dtc = 0.0
-        tc = 2.0
+        one_col = True
+    col = ti
     p = base + row * LS + col
-    um = u0 - <double>col
+    um = u0 - fc
+    if one_row and one_col:
+        a1 = dv * (um + 0.5 * du)
+        p[0] += dv - a1
+        p[1] += a1
+        return
     t0 = 0.0
-    # Edges of drops aligned with the output grid (the usual case: the output
-    # follows the reference chip) stay inside one row or one column; walking
-    # only the other direction saves the row/column race.  Same deposits, in the
-    # same order, as the general walk below.
-    if tr >= 1.0:
+    if one_row:
+        dtc = 1.0 / fabs(du)
+        tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
         while True:
             t1 = tc if tc < 1.0 else 1.0
             d = (t1 - t0) * dv
@@ -581,7 +592,9 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
             um -= <double>sc
             tc += dtc
             t0 = t1
-    if tc >= 1.0:
+    dtr = 1.0 / fabs(dv)
+    tr = (fr + 1.0 - v0 if dv > 0.0 else v0 - fr) * dtr
+    if one_col:
         while True:
             t1 = tr if tr < 1.0 else 1.0
             d = (t1 - t0) * dv
@@ -593,6 +606,8 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
             p += sr
             tr += dtr
             t0 = t1
+    dtc = 1.0 / fabs(du)
+    tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
     while True:
         t1 = tr if tr < tc else tc
         if t1 > 1.0:
