@@ -1261,6 +1261,8 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     cdef Py_ssize_t nq = 0, m
     cdef double jac, qxmin, qxmax, qymin, qymax, txmin, txmax, tymin, tymax
     cdef Py_ssize_t di0, di1, dj0, dj1
+    cdef const double* lr
+    cdef double fl = 1.0 - 0.5 * pixfrac
     # output extent in locals (the compiler cannot keep Acc fields in registers)
     cdef Py_ssize_t onx = a.onx, ony = a.ony
     cdef double xhi = <double>a.onx - 0.5, yhi = <double>a.ony - 0.5
@@ -1349,9 +1351,13 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
               _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx, li0, li1)
               _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx, li0, li1)
               cb = rows + 4 * nx
-              _corner_row(rows, rows + nx, nx, cs, ce, dh, cb, cb + chunk, cb + 2 * chunk, cb + 3 * chunk)
-              _corner_row(rows + 2 * nx, rows + 3 * nx, nx, cs, ce, dh, cb + 4 * chunk, cb + 5 * chunk,
-                          cb + 6 * chunk, cb + 7 * chunk)
+              # interior columns get their corners in the drop loop (no store and
+              # reload); a tile touching the image's first or last column keeps
+              # the extrapolating corner rows
+              if cs < 1 or ce > nx - 2:
+                  _corner_row(rows, rows + nx, nx, cs, ce, dh, cb, cb + chunk, cb + 2 * chunk, cb + 3 * chunk)
+                  _corner_row(rows + 2 * nx, rows + 3 * nx, nx, cs, ce, dh, cb + 4 * chunk, cb + 5 * chunk,
+                              cb + 6 * chunk, cb + 7 * chunk)
           for i in range(cs, ce + 1):
               k = j * nx + i
               if mask != NULL and mask[k] == 0:
@@ -1367,15 +1373,31 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   continue
               d = d * dscale
               if kernel == K_SQUARE:
-                  m = i - cs
-                  xs[0] = cb[m]
-                  ys[0] = cb[chunk + m]
-                  xs[1] = cb[2 * chunk + m]
-                  ys[1] = cb[3 * chunk + m]
-                  xs[2] = cb[6 * chunk + m]
-                  ys[2] = cb[7 * chunk + m]
-                  xs[3] = cb[4 * chunk + m]
-                  ys[3] = cb[5 * chunk + m]
+                  if 0 < i < nx - 1:
+                      # as _corner_row's interior formula: corners at i -/+ dh on the
+                      # map rows at j - dh (rows[0:2nx]) and j + dh (rows[2nx:4nx])
+                      lr = rows + i
+                      xs[0] = lr[-1] + fl * (lr[0] - lr[-1])
+                      xs[1] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + nx + i
+                      ys[0] = lr[-1] + fl * (lr[0] - lr[-1])
+                      ys[1] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + 2 * nx + i
+                      xs[3] = lr[-1] + fl * (lr[0] - lr[-1])
+                      xs[2] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + 3 * nx + i
+                      ys[3] = lr[-1] + fl * (lr[0] - lr[-1])
+                      ys[2] = lr[0] + dh * (lr[1] - lr[0])
+                  else:
+                      m = i - cs
+                      xs[0] = cb[m]
+                      ys[0] = cb[chunk + m]
+                      xs[1] = cb[2 * chunk + m]
+                      ys[1] = cb[3 * chunk + m]
+                      xs[2] = cb[6 * chunk + m]
+                      ys[2] = cb[7 * chunk + m]
+                      xs[3] = cb[4 * chunk + m]
+                      ys[3] = cb[5 * chunk + m]
                   # one test for all eight: a NaN or infinity makes the sum non-finite
                   if not isfinite(xs[0] + xs[1] + xs[2] + xs[3] + ys[0] + ys[1] + ys[2] + ys[3]):
                       nskipped[0] += 1
