@@ -21,7 +21,11 @@ Conventions
   one running sum along each buffer row gives, for every output pixel, the
   tile's sums of ``w a d`` and ``w a`` directly.  With pixfrac 1 the drops of
   a tile share their edges, and every edge is walked once with the
-  difference of the two neighbours' coefficients.
+  difference of the two neighbours' coefficients.  With pixfrac < 1 a drop
+  spanning at most 4 x 4 output pixels is resolved on its own in a small
+  local buffer: edges inside one row or one column (drops aligned with the
+  output grid, the usual case) walk one direction only, and the per-pixel
+  additions are branch-free (a data-dependent branch there mispredicts).
 * Threads: every entry point writes output rows ``[band0, band1)`` only.
   What is computed for an output pixel never depends on the band: drops and
   tiles are clipped to the image, not to the band.  The separable kernels
