@@ -684,9 +684,10 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
                 s += cell[c]
                 t = s if fabs(s) > thr else 0.0
                 df_add_pair(out + 2 * (q + c), t, cd, cw)
-    # columns >= bw and the guard rows hold only rounding residue: clear rows -1..bh
-    # (stores of whole rows of LS = 7 cells: cheaper than a memset call)
-    for k in range(bh + 2):
+    # Local coordinates lie in [0, bw) x [0, bh), so the walks touch rows 0..bh-1
+    # only (columns 0..bw, residue included); the guard rows stay zero.  Clear those
+    # rows (stores of whole rows of LS = 7 cells: cheaper than a memset call).
+    for k in range(1, bh + 1):
         lb[k * LS + 0] = 0.0
         lb[k * LS + 1] = 0.0
         lb[k * LS + 2] = 0.0
@@ -1422,15 +1423,16 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   if qxmax < -0.5 or qxmin >= xhi or qymax < -0.5 or qymin >= yhi:
                       continue
                   # a small drop inside the output image is resolved on its own, at once
-                  di0 = _iround(qxmin)
-                  di1 = _iround(qxmax)
-                  dj0 = _iround(qymin)
-                  dj1 = _iround(qymax)
-                  if di1 - di0 < LB and dj1 - dj0 < LB and di0 >= 0 and dj0 >= 0 \
-                          and di1 < onx and dj1 < ony:
-                      ox = w / jac
-                      _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
-                      continue
+                  # (with qxmin, qymin >= -0.5 every shifted corner is >= 0: truncation is floor)
+                  if qxmin >= -0.5 and qymin >= -0.5:
+                      di0 = <Py_ssize_t>(qxmin + 0.5)
+                      di1 = <Py_ssize_t>(qxmax + 0.5)
+                      dj0 = <Py_ssize_t>(qymin + 0.5)
+                      dj1 = <Py_ssize_t>(qymax + 0.5)
+                      if di1 - di0 < LB and dj1 - dj0 < LB and di1 < onx and dj1 < ony:
+                          ox = w / jac
+                          _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
+                          continue
                   for m in range(4):
                       qx[4 * nq + m] = xs[m]
                       qy[4 * nq + m] = ys[m]
