@@ -21,7 +21,11 @@ Conventions
   one running sum along each buffer row gives, for every output pixel, the
   tile's sums of ``w a d`` and ``w a`` directly.  With pixfrac 1 the drops of
   a tile share their edges, and every edge is walked once with the
-  difference of the two neighbours' coefficients.
+  difference of the two neighbours' coefficients.  With pixfrac < 1 a drop
+  spanning at most 4 x 4 output pixels is resolved on its own in a small
+  local buffer: edges inside one row or one column (drops aligned with the
+  output grid, the usual case) walk one direction only, and the per-pixel
+  additions are branch-free (a data-dependent branch there mispredicts).
 * Threads: every entry point writes output rows ``[band0, band1)`` only.
   What is computed for an output pixel never depends on the band: drops and
   tiles are clipped to the image, not to the band.  The separable kernels
@@ -41,6 +45,28 @@ from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memset
 import numpy as np
 cimport numpy as cnp
+
+cdef extern from *:
+    """
+    /* One (data, weight) pair of the interleaved float32 accumulator gets
+       t*cd and t*cw added in double precision and rounded once, as the scalar
+       code does; with SSE2 (every x86-64) both lanes go through one 64-bit
+       load/convert/add/convert/store.  Bit-identical to the scalar path. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline void df_add_pair(float* p, double t, double cd, double cw) {
+        __m128d acc = _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i*)p)));
+        __m128d inc = _mm_mul_pd(_mm_set1_pd(t), _mm_set_pd(cw, cd));
+        _mm_storel_epi64((__m128i*)p, _mm_castps_si128(_mm_cvtpd_ps(_mm_add_pd(acc, inc))));
+    }
+    #else
+    static inline void df_add_pair(float* p, double t, double cd, double cw) {
+        p[0] = (float)((double)p[0] + t * cd);
+        p[1] = (float)((double)p[1] + t * cw);
+    }
+    #endif
+    """
+    void df_add_pair(float* p, double t, double cd, double cw) noexcept nogil
 
 cnp.import_array()
 
@@ -504,41 +530,88 @@ DEF LS = LB + 3
 
 cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
                                double* base) noexcept nogil:
-    """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS)."""
+    """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS).
+
+    Edges of drops aligned with the output grid (the usual case: the output
+    follows the reference chip) stay inside one row or one column, and short
+    ones inside one cell.  Those are decided from the end point first, so the
+    walk needs one reciprocal (or none) instead of two, and no row/column race.
+    Local coordinates are >= 0 (see ``_drop_local``), so truncation is floor.
+    """
     cdef double du = u1 - u0, dv = v1 - v0
-    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1
-    cdef Py_ssize_t row, col, sr, sc
+    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1, fr, fc
+    cdef Py_ssize_t row, col, sr, sc, ti
+    cdef bint one_row, one_col
     cdef double* p
     if dv == 0.0:
         return
+    ti = <Py_ssize_t>v0
+    fr = <double>ti
     if dv > 0.0:
-        row = _ifloor(v0)
+        row = ti
         sr = LS
-        dtr = 1.0 / dv
-        tr = (<double>(row + 1) - v0) * dtr
+        one_row = v1 <= fr + 1.0
     else:
-        row = -_ifloor(-v0) - 1
+        if fr == v0:
+            ti -= 1
+            fr -= 1.0
+        row = ti
         sr = -LS
-        dtr = -1.0 / dv
-        tr = (v0 - <double>row) * dtr
+        one_row = v1 >= fr
+    ti = <Py_ssize_t>u0
+    fc = <double>ti
     if du > 0.0:
-        col = _ifloor(u0)
         sc = 1
-        dtc = 1.0 / du
-        tc = (<double>(col + 1) - u0) * dtc
+        one_col = u1 <= fc + 1.0
     elif du < 0.0:
-        col = -_ifloor(-u0) - 1
+        if fc == u0:
+            ti -= 1
+            fc -= 1.0
         sc = -1
-        dtc = -1.0 / du
-        tc = (u0 - <double>col) * dtc
+        one_col = u1 >= fc
     else:
-        col = _ifloor(u0)
         sc = 0
-        dtc = 0.0
-        tc = 2.0
+        one_col = True
+    col = ti
     p = base + row * LS + col
-    um = u0 - <double>col
+    um = u0 - fc
+    if one_row and one_col:
+        a1 = dv * (um + 0.5 * du)
+        p[0] += dv - a1
+        p[1] += a1
+        return
     t0 = 0.0
+    if one_row:
+        dtc = 1.0 / fabs(du)
+        tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
+        while True:
+            t1 = tc if tc < 1.0 else 1.0
+            d = (t1 - t0) * dv
+            a1 = d * (um + 0.5 * (t0 + t1) * du)
+            p[0] += d - a1
+            p[1] += a1
+            if t1 >= 1.0:
+                return
+            p += sc
+            um -= <double>sc
+            tc += dtc
+            t0 = t1
+    dtr = 1.0 / fabs(dv)
+    tr = (fr + 1.0 - v0 if dv > 0.0 else v0 - fr) * dtr
+    if one_col:
+        while True:
+            t1 = tr if tr < 1.0 else 1.0
+            d = (t1 - t0) * dv
+            a1 = d * (um + 0.5 * (t0 + t1) * du)
+            p[0] += d - a1
+            p[1] += a1
+            if t1 >= 1.0:
+                return
+            p += sr
+            tr += dtr
+            t0 = t1
+    dtc = 1.0 / fabs(du)
+    tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
     while True:
         t1 = tr if tr < tc else tc
         if t1 > 1.0:
@@ -577,7 +650,7 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
     cdef double* cell
     cdef double u[4]
     cdef double v[4]
-    cdef double s, thr
+    cdef double s, t, thr
     cdef Py_ssize_t k, r, c, q, r0, r1, onx = a.onx
     cdef float* out = a.acc
     cdef int* ctx = a.ctx
@@ -585,8 +658,12 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
     for k in range(4):
         u[k] = x[k] + 0.5 - <double>ii0
         v[k] = y[k] + 0.5 - <double>jj0
-    for k in range(4):
-        _edge1_inside(u[k], v[k], u[(k + 1) & 3], v[(k + 1) & 3], base)
+    # four separate call sites: each edge's direction is the same for neighbouring
+    # drops, so its sign branches predict well (one shared site mispredicts)
+    _edge1_inside(u[0], v[0], u[1], v[1], base)
+    _edge1_inside(u[1], v[1], u[2], v[2], base)
+    _edge1_inside(u[2], v[2], u[3], v[3], base)
+    _edge1_inside(u[3], v[3], u[0], v[0], base)
     thr = 1e-12 * fabs(jac) + 1e-14
     r0 = jj0 if jj0 > a.band0 else a.band0
     r1 = jj0 + bh if jj0 + bh < a.band1 else a.band1
@@ -594,16 +671,23 @@ cdef inline void _drop_local(Acc* a, const double* x, const double* y, Py_ssize_
         cell = base + r * LS
         s = cell[-1]
         q = (jj0 + r) * onx + ii0
-        for c in range(bw):
-            s += cell[c]
-            if fabs(s) > thr:
-                out[2 * (q + c)] = <float>(out[2 * (q + c)] + s * cd)
-                out[2 * (q + c) + 1] = <float>(out[2 * (q + c) + 1] + s * cw)
-                if ctx != NULL and s * cw > 0.0:
-                    ctx[q + c] |= bit
-    # columns >= bw and the guard rows hold only rounding residue: clear rows -1..bh
-    # (stores of whole rows of LS = 7 cells: cheaper than a memset call)
-    for k in range(bh + 2):
+        # branch-free: rounding residue counts as no overlap (adding 0 leaves a
+        # float32 cell unchanged); a data-dependent branch here mispredicts
+        if ctx != NULL:
+            for c in range(bw):
+                s += cell[c]
+                t = s if fabs(s) > thr else 0.0
+                df_add_pair(out + 2 * (q + c), t, cd, cw)
+                ctx[q + c] |= bit & -(<int>(t * cw > 0.0))
+        else:
+            for c in range(bw):
+                s += cell[c]
+                t = s if fabs(s) > thr else 0.0
+                df_add_pair(out + 2 * (q + c), t, cd, cw)
+    # Local coordinates lie in [0, bw) x [0, bh), so the walks touch rows 0..bh-1
+    # only (columns 0..bw, residue included); the guard rows stay zero.  Clear those
+    # rows (stores of whole rows of LS = 7 cells: cheaper than a memset call).
+    for k in range(1, bh + 1):
         lb[k * LS + 0] = 0.0
         lb[k * LS + 1] = 0.0
         lb[k * LS + 2] = 0.0
@@ -1182,6 +1266,8 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
     cdef Py_ssize_t nq = 0, m
     cdef double jac, qxmin, qxmax, qymin, qymax, txmin, txmax, tymin, tymax
     cdef Py_ssize_t di0, di1, dj0, dj1
+    cdef const double* lr
+    cdef double fl = 1.0 - 0.5 * pixfrac
     # output extent in locals (the compiler cannot keep Acc fields in registers)
     cdef Py_ssize_t onx = a.onx, ony = a.ony
     cdef double xhi = <double>a.onx - 0.5, yhi = <double>a.ony - 0.5
@@ -1270,9 +1356,13 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
               _lerp_row(pm, nx, ny, <double>j - dh, rows, rows + nx, li0, li1)
               _lerp_row(pm, nx, ny, <double>j + dh, rows + 2 * nx, rows + 3 * nx, li0, li1)
               cb = rows + 4 * nx
-              _corner_row(rows, rows + nx, nx, cs, ce, dh, cb, cb + chunk, cb + 2 * chunk, cb + 3 * chunk)
-              _corner_row(rows + 2 * nx, rows + 3 * nx, nx, cs, ce, dh, cb + 4 * chunk, cb + 5 * chunk,
-                          cb + 6 * chunk, cb + 7 * chunk)
+              # interior columns get their corners in the drop loop (no store and
+              # reload); a tile touching the image's first or last column keeps
+              # the extrapolating corner rows
+              if cs < 1 or ce > nx - 2:
+                  _corner_row(rows, rows + nx, nx, cs, ce, dh, cb, cb + chunk, cb + 2 * chunk, cb + 3 * chunk)
+                  _corner_row(rows + 2 * nx, rows + 3 * nx, nx, cs, ce, dh, cb + 4 * chunk, cb + 5 * chunk,
+                              cb + 6 * chunk, cb + 7 * chunk)
           for i in range(cs, ce + 1):
               k = j * nx + i
               if mask != NULL and mask[k] == 0:
@@ -1288,15 +1378,31 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   continue
               d = d * dscale
               if kernel == K_SQUARE:
-                  m = i - cs
-                  xs[0] = cb[m]
-                  ys[0] = cb[chunk + m]
-                  xs[1] = cb[2 * chunk + m]
-                  ys[1] = cb[3 * chunk + m]
-                  xs[2] = cb[6 * chunk + m]
-                  ys[2] = cb[7 * chunk + m]
-                  xs[3] = cb[4 * chunk + m]
-                  ys[3] = cb[5 * chunk + m]
+                  if 0 < i < nx - 1:
+                      # as _corner_row's interior formula: corners at i -/+ dh on the
+                      # map rows at j - dh (rows[0:2nx]) and j + dh (rows[2nx:4nx])
+                      lr = rows + i
+                      xs[0] = lr[-1] + fl * (lr[0] - lr[-1])
+                      xs[1] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + nx + i
+                      ys[0] = lr[-1] + fl * (lr[0] - lr[-1])
+                      ys[1] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + 2 * nx + i
+                      xs[3] = lr[-1] + fl * (lr[0] - lr[-1])
+                      xs[2] = lr[0] + dh * (lr[1] - lr[0])
+                      lr = rows + 3 * nx + i
+                      ys[3] = lr[-1] + fl * (lr[0] - lr[-1])
+                      ys[2] = lr[0] + dh * (lr[1] - lr[0])
+                  else:
+                      m = i - cs
+                      xs[0] = cb[m]
+                      ys[0] = cb[chunk + m]
+                      xs[1] = cb[2 * chunk + m]
+                      ys[1] = cb[3 * chunk + m]
+                      xs[2] = cb[6 * chunk + m]
+                      ys[2] = cb[7 * chunk + m]
+                      xs[3] = cb[4 * chunk + m]
+                      ys[3] = cb[5 * chunk + m]
                   # one test for all eight: a NaN or infinity makes the sum non-finite
                   if not isfinite(xs[0] + xs[1] + xs[2] + xs[3] + ys[0] + ys[1] + ys[2] + ys[3]):
                       nskipped[0] += 1
@@ -1317,15 +1423,16 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   if qxmax < -0.5 or qxmin >= xhi or qymax < -0.5 or qymin >= yhi:
                       continue
                   # a small drop inside the output image is resolved on its own, at once
-                  di0 = _iround(qxmin)
-                  di1 = _iround(qxmax)
-                  dj0 = _iround(qymin)
-                  dj1 = _iround(qymax)
-                  if di1 - di0 < LB and dj1 - dj0 < LB and di0 >= 0 and dj0 >= 0 \
-                          and di1 < onx and dj1 < ony:
-                      ox = w / jac
-                      _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
-                      continue
+                  # (with qxmin, qymin >= -0.5 every shifted corner is >= 0: truncation is floor)
+                  if qxmin >= -0.5 and qymin >= -0.5:
+                      di0 = <Py_ssize_t>(qxmin + 0.5)
+                      di1 = <Py_ssize_t>(qxmax + 0.5)
+                      dj0 = <Py_ssize_t>(qymin + 0.5)
+                      dj1 = <Py_ssize_t>(qymax + 0.5)
+                      if di1 - di0 < LB and dj1 - dj0 < LB and di1 < onx and dj1 < ony:
+                          ox = w / jac
+                          _drop_local(a, xs, ys, di0, dj0, di1 - di0 + 1, dj1 - dj0 + 1, jac, ox * d, ox, lb)
+                          continue
                   for m in range(4):
                       qx[4 * nq + m] = xs[m]
                       qy[4 * nq + m] = ys[m]
