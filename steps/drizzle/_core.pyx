@@ -1492,14 +1492,22 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       fx[ii - ii0] = _lanczos((X - <double>ii) * pscale / pixfrac, order)
                   for jj in range(jj0, jj1 + 1):
                       fy[jj - jj0] = _lanczos((Y - <double>jj) * pscale / pixfrac, order)
+              # branch-free per pixel (a zero weight adds 0 and sets no context bit);
+              # the same sums as _add: (ox w) d and ox w, rounded once
               for jj in range(jj0, jj1 + 1):
                   oy = fy[jj - jj0]
                   if oy == 0.0:
                       continue
-                  for ii in range(ii0, ii1 + 1):
-                      ox = fx[ii - ii0] * oy
-                      if ox != 0.0:
-                          _add(a, ii, jj, ox * w, d)
+                  k = jj * onx
+                  if a.ctx != NULL:
+                      for ii in range(ii0, ii1 + 1):
+                          ox = fx[ii - ii0] * oy * w
+                          df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
+                          a.ctx[k + ii] |= <int>a.bit & -(<int>(ox > 0.0))
+                  else:
+                      for ii in range(ii0, ii1 + 1):
+                          ox = fx[ii - ii0] * oy * w
+                          df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
           if st != ST_OK:
               break
         if st == ST_OK and nq > 0:
