@@ -528,6 +528,16 @@ DEF LB = 4
 DEF LS = LB + 3
 
 
+cdef inline void _piece(double* p, double t0, double t1, double dv, double du, double um) noexcept nogil:
+    """Deposit the piece ``[t0, t1]`` of an edge inside one cell: vertical extent
+    ``d``, of which the part right of the piece's mean abscissa goes to the cell and
+    the rest to its right neighbour (whose running sum then holds ``d``)."""
+    cdef double d = (t1 - t0) * dv
+    cdef double a1 = d * (um + 0.5 * (t0 + t1) * du)
+    p[0] += d - a1
+    p[1] += a1
+
+
 cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
                                double* base) noexcept nogil:
     """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS).
@@ -539,7 +549,7 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
     Local coordinates are >= 0 (see ``_drop_local``), so truncation is floor.
     """
     cdef double du = u1 - u0, dv = v1 - v0
-    cdef double t0, t1, tr, tc, dtr, dtc, um, d, a1, fr, fc
+    cdef double t0, t1, tr, tc, dtr, dtc, um, a1, fr, fc
     cdef Py_ssize_t row, col, sr, sc, ti
     cdef bint one_row, one_col
     cdef double* p
@@ -586,10 +596,7 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
         tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
         while True:
             t1 = tc if tc < 1.0 else 1.0
-            d = (t1 - t0) * dv
-            a1 = d * (um + 0.5 * (t0 + t1) * du)
-            p[0] += d - a1
-            p[1] += a1
+            _piece(p, t0, t1, dv, du, um)
             if t1 >= 1.0:
                 return
             p += sc
@@ -601,10 +608,7 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
     if one_col:
         while True:
             t1 = tr if tr < 1.0 else 1.0
-            d = (t1 - t0) * dv
-            a1 = d * (um + 0.5 * (t0 + t1) * du)
-            p[0] += d - a1
-            p[1] += a1
+            _piece(p, t0, t1, dv, du, um)
             if t1 >= 1.0:
                 return
             p += sr
@@ -616,10 +620,7 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
         t1 = tr if tr < tc else tc
         if t1 > 1.0:
             t1 = 1.0
-        d = (t1 - t0) * dv
-        a1 = d * (um + 0.5 * (t0 + t1) * du)
-        p[0] += d - a1
-        p[1] += a1
+        _piece(p, t0, t1, dv, du, um)
         if t1 >= 1.0:
             break
         if tr <= tc:
@@ -1240,6 +1241,31 @@ cdef inline double _lanczos(double u, double n) noexcept nogil:
     return n * sin(pu) * sin(pu / n) / (pu * pu)
 
 
+cdef void _separable_add(Acc* a, const double* fx, const double* fy, Py_ssize_t ii0, Py_ssize_t ii1,
+                         Py_ssize_t jj0, Py_ssize_t jj1, double w, double d) noexcept nogil:
+    """Add one drop of a separable kernel (weights ``fx[i] fy[j]``), branch-free per
+    pixel: a zero weight adds 0 and sets no context bit.  The same sums as
+    ``_add``: ``(ox w) d`` and ``ox w``, rounded once.  Written as a function of its
+    own: with these loops spelled out inside ``_kernel_rows`` the compiled square
+    path took 672M instead of 662M instructions (callgrind, one WF chip, pixfrac 0.7)."""
+    cdef Py_ssize_t ii, jj, k
+    cdef double oy, ox
+    for jj in range(jj0, jj1 + 1):
+        oy = fy[jj - jj0]
+        if oy == 0.0:
+            continue
+        k = jj * a.onx
+        if a.ctx != NULL:
+            for ii in range(ii0, ii1 + 1):
+                ox = fx[ii - ii0] * oy * w
+                df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
+                a.ctx[k + ii] |= <int>a.bit & -(<int>(ox > 0.0))
+        else:
+            for ii in range(ii0, ii1 + 1):
+                ox = fx[ii - ii0] * oy * w
+                df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
+
+
 cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t ny,
                       const float* wmap, const unsigned char* mask,
                       const double* pm, Acc* a,
@@ -1381,18 +1407,19 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                   if 0 < i < nx - 1:
                       # as _corner_row's interior formula: corners at i -/+ dh on the
                       # map rows at j - dh (rows[0:2nx]) and j + dh (rows[2nx:4nx])
-                      lr = rows + i
-                      xs[0] = lr[-1] + fl * (lr[0] - lr[-1])
-                      xs[1] = lr[0] + dh * (lr[1] - lr[0])
-                      lr = rows + nx + i
-                      ys[0] = lr[-1] + fl * (lr[0] - lr[-1])
-                      ys[1] = lr[0] + dh * (lr[1] - lr[0])
-                      lr = rows + 2 * nx + i
-                      xs[3] = lr[-1] + fl * (lr[0] - lr[-1])
-                      xs[2] = lr[0] + dh * (lr[1] - lr[0])
-                      lr = rows + 3 * nx + i
-                      ys[3] = lr[-1] + fl * (lr[0] - lr[-1])
-                      ys[2] = lr[0] + dh * (lr[1] - lr[0])
+                      # (lr points at column i - 1 of each row)
+                      lr = rows + i - 1
+                      xs[0] = lr[0] + fl * (lr[1] - lr[0])
+                      xs[1] = lr[1] + dh * (lr[2] - lr[1])
+                      lr = rows + nx + i - 1
+                      ys[0] = lr[0] + fl * (lr[1] - lr[0])
+                      ys[1] = lr[1] + dh * (lr[2] - lr[1])
+                      lr = rows + 2 * nx + i - 1
+                      xs[3] = lr[0] + fl * (lr[1] - lr[0])
+                      xs[2] = lr[1] + dh * (lr[2] - lr[1])
+                      lr = rows + 3 * nx + i - 1
+                      ys[3] = lr[0] + fl * (lr[1] - lr[0])
+                      ys[2] = lr[1] + dh * (lr[2] - lr[1])
                   else:
                       m = i - cs
                       xs[0] = cb[m]
@@ -1492,22 +1519,7 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       fx[ii - ii0] = _lanczos((X - <double>ii) * pscale / pixfrac, order)
                   for jj in range(jj0, jj1 + 1):
                       fy[jj - jj0] = _lanczos((Y - <double>jj) * pscale / pixfrac, order)
-              # branch-free per pixel (a zero weight adds 0 and sets no context bit);
-              # the same sums as _add: (ox w) d and ox w, rounded once
-              for jj in range(jj0, jj1 + 1):
-                  oy = fy[jj - jj0]
-                  if oy == 0.0:
-                      continue
-                  k = jj * onx
-                  if a.ctx != NULL:
-                      for ii in range(ii0, ii1 + 1):
-                          ox = fx[ii - ii0] * oy * w
-                          df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
-                          a.ctx[k + ii] |= <int>a.bit & -(<int>(ox > 0.0))
-                  else:
-                      for ii in range(ii0, ii1 + 1):
-                          ox = fx[ii - ii0] * oy * w
-                          df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
+              _separable_add(a, fx, fy, ii0, ii1, jj0, jj1, w, d)
           if st != ST_OK:
               break
         if st == ST_OK and nq > 0:
