@@ -183,9 +183,9 @@ class DrizzleFinalStep(Step):
         try:
             if reach is not None:
                 # what the later bands need of each chip is kept on disk by the first band
-                later = [u for u in range(len(geoms)) if any(
-                    ChipFeed(context, params, grid, recs, b, whole=False, reach=reach, first_uid=first_uid,
-                             **feed_args).reaches(u, rhos[u]) for b in bands[1:])]
+                feeds = [ChipFeed(context, params, grid, recs, b, whole=False, reach=reach, first_uid=first_uid,
+                                  **feed_args) for b in bands[1:]]
+                later = [u for u in range(len(geoms)) if any(f.reaches(u, rhos[u]) for f in feeds)]
                 spill = ChipSpill(tempfile.mkdtemp(prefix=".drizzle_final_bands.", dir=context.outdir), later)
             for bi, band in enumerate(bands):
                 feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
