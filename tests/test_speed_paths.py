@@ -172,3 +172,32 @@ def test_archive_geometry_cache_hit_and_miss(tmp_path, monkeypatch):
     assert len(calls) == 2
     assert changed[0].wcs.wcs.crval[0] == pytest.approx(first[0].wcs.wcs.crval[0] + 0.01)
     assert geometry.archive_geometry([tmp_path / "missing_c0m.fits"]) == []
+
+
+def test_static_mask_read_once_per_file_version(tmp_path, monkeypatch):
+    """Every chip of a signature shares one read of its static mask; a rewritten
+    file is read again; the shared array cannot be changed by a caller."""
+    from types import SimpleNamespace
+
+    from drizzleflow.steps.chain import common
+
+    path = tmp_path / "chip2_8x8_staticMask.fits"
+    fits.writeto(path, np.ones((8, 8), dtype=np.uint8))
+    context = SimpleNamespace(get=lambda key, default=None: {"2:8x8": path.name},
+                              abs=lambda rel: tmp_path / rel)
+    chip = SimpleNamespace(detector=2, shape=(8, 8))
+    reads = []
+    real = common.fits.getdata
+    monkeypatch.setattr(common.fits, "getdata", lambda p: reads.append(p) or real(p))
+    a = common.static_mask_for(context, chip)
+    b = common.static_mask_for(context, chip)
+    assert a is b and len(reads) == 1 and a.all()
+    with pytest.raises(ValueError):
+        a[0, 0] = False
+    bad = np.ones((8, 8), dtype=np.uint8)
+    bad[3, 3] = 0
+    fits.writeto(path, bad, overwrite=True)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    c = common.static_mask_for(context, chip)
+    assert len(reads) == 2 and not c[3, 3]
+    assert common.static_mask_for(SimpleNamespace(get=lambda k, d=None: {}, abs=None), chip) is None

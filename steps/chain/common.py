@@ -185,13 +185,33 @@ def sky_for(context, chip, kind: str = "computed") -> float:
     return float(entry[kind])
 
 
+#: static masks read, by file identity: one file serves every chip of its
+#: signature (4 files for the 24 M2 chips, 0.64 MB each as bool)
+_STATIC: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_STATIC_SIZE = 8
+
+
 def static_mask_for(context, chip):
-    """The static mask (bool, True = good) of the chip's signature, or None."""
+    """The static mask (bool, True = good, read-only) of the chip's signature, or None.
+
+    Read once per file version and shared by every chip and step that asks."""
     masks = context.get("static_masks", {}) or {}
     rel = masks.get(f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}")
     if not rel:
         return None
-    return fits.getdata(context.abs(rel)).astype(bool)
+    path = context.abs(rel)
+    key = _identity(path)
+    with _CACHE_LOCK:
+        if key in _STATIC:
+            _STATIC.move_to_end(key)
+            return _STATIC[key]
+    mask = fits.getdata(path).astype(bool)
+    mask.flags.writeable = False
+    with _CACHE_LOCK:
+        _STATIC[key] = mask
+        while len(_STATIC) > _STATIC_SIZE:
+            _STATIC.popitem(last=False)
+    return mask
 
 
 def write_image(path, data, header=None, extra_hdus=()) -> Path:

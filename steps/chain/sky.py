@@ -142,14 +142,6 @@ class SkyStep(Step):
 
     def run(self, context, params):
         recs, chips_info = [], []
-        static_masks: dict = {}   # one read per chip signature, not per chip (4 files for 24 chips)
-
-        def static_mask(chip):
-            sig = (chip.detector, tuple(chip.shape))
-            if sig not in static_masks:
-                static_masks[sig] = static_mask_for(context, chip)
-            return static_masks[sig]
-
         def chip_info(exp, chip):
             info = {"key": chip_key(chip), "root": exp.root, "extver": chip.extver,
                     "gain": chip.gain, "area": chip.pscale ** 2, "exptime": chip.exptime,
@@ -162,7 +154,7 @@ class SkyStep(Step):
             elif params.enabled:
                 good = good_from_bits(chip.dq, params.bits)
                 if params.use_static:
-                    sm = static_mask(chip)
+                    sm = static_mask_for(context, chip)
                     if sm is not None:
                         good &= sm
                 lo = None if params.lower is None else params.lower * chip.gain
