@@ -5,7 +5,8 @@
 Runs ``drizzleflow run`` in this process with every registered step's ``run``
 wrapped: before a step the kernel's peak-RSS counter (VmHWM) is reset through
 ``/proc/self/clear_refs`` (Linux), after it the step's own peak, the RSS it
-leaves behind and its CPU time (user + system, all threads) are printed; the
+leaves behind and its CPU time (user + system, all threads), the system part and the
+minor page faults are printed; the
 process's overall peak (``ru_maxrss``, what ``/usr/bin/time -f %M`` reports)
 comes last.  CPU time rather than wall time because the benchmark machine is
 shared.  Without ``clear_refs`` each line shows the running peak instead.
@@ -39,9 +40,15 @@ def _reset_peak() -> bool:
         return False
 
 
-def _cpu() -> float:
+def _usage() -> tuple[float, float, int]:
+    """(user s, system s, minor page faults) of the process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def _cpu() -> float:
+    u = _usage()
+    return u[0] + u[1]
 
 
 ROWS: list[tuple] = []
@@ -54,12 +61,13 @@ def _wrap(cls):
     def wrapped(self, context, params):
         rss0 = _status("VmRSS")
         reset = _reset_peak()
-        c0, t0 = _cpu(), time.perf_counter()
+        u0, t0 = _usage(), time.perf_counter()
         try:
             return run(self, context, params)
         finally:
-            ROWS.append((cls.name, rss0, _status("VmHWM"), _status("VmRSS"), _cpu() - c0,
-                         time.perf_counter() - t0, reset))
+            u1 = _usage()
+            ROWS.append((cls.name, rss0, _status("VmHWM"), _status("VmRSS"), u1[0] - u0[0] + u1[1] - u0[1],
+                         u1[1] - u0[1], u1[2] - u0[2], time.perf_counter() - t0, reset))
     cls.run = wrapped
 
 
@@ -69,9 +77,10 @@ def main(argv=None) -> int:
         _wrap(cls)
     c0 = _cpu()
     rc = cli.main(["run", *(sys.argv[1:] if argv is None else argv)])
-    print(f"{'step':<18}{'RSS before':>11}{'peak':>7}{'after':>7}{'CPU s':>8}{'wall s':>8}  (MiB)")
-    for name, before, peak, after, cpu, wall, reset in ROWS:
-        print(f"{name:<18}{before:>11}{peak:>7}{after:>7}{cpu:>8.2f}{wall:>8.2f}"
+    print(f"{'step':<18}{'RSS before':>11}{'peak':>7}{'after':>7}{'CPU s':>8}{'of it sys':>10}"
+          f"{'faults':>9}{'wall s':>8}  (MiB)")
+    for name, before, peak, after, cpu, sys_s, faults, wall, reset in ROWS:
+        print(f"{name:<18}{before:>11}{peak:>7}{after:>7}{cpu:>8.2f}{sys_s:>10.2f}{faults:>9}{wall:>8.2f}"
               + ("" if reset else "  (running peak)"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"{'process':<18}{'':>11}{peak:>7}{'':>7}{_cpu() - c0:>8.2f}")

@@ -376,6 +376,25 @@ def test_add_image_after_finish_keeps_accumulating():
     np.testing.assert_allclose(drz.out_wht, 2.0)
 
 
+def test_finished_arrays_are_ordinary_and_independent():
+    """finish() hands out its own page-mapped arrays: C-contiguous, writable,
+    usable by blot, and not views of the accumulator (adding more later
+    leaves them alone)."""
+    data = _data(40, 30)
+    pm = _affine_map(40, 30)
+    drz = Drizzle((40, 30), fillval=-7.0)
+    drz.add_image(data, pm)
+    img, wht, _ = drz.finish()
+    for a in (img, wht):
+        assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    kept = img.copy()
+    img[0, 0] = 123.0                       # writable, and a copy of the result only
+    drz.add_image(data, pm)
+    assert img[0, 0] == 123.0 and np.array_equal(img[1:], kept[1:])
+    back = core.blot(drz.out_img, pm, interp="linear")
+    assert back.shape == data.shape and np.isfinite(back).all()
+
+
 # ---------------------------------------------------------------------------
 # the boundary: typed errors naming the argument
 # ---------------------------------------------------------------------------
