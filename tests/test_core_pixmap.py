@@ -109,3 +109,35 @@ def test_other_d2im_layouts_applied_exactly(wcs_pair, layout):
     full = pixmap(win, out, (ny, nx), stepsize=1)
     fast = pixmap(win, out, (ny, nx), stepsize=32)
     assert np.abs(fast - full).max() < 1e-5
+
+
+@pytest.mark.parametrize("stepsize", [1, 8, 32])
+def test_windowed_map_windows_and_reach(wcs_pair, stepsize):
+    """A window holds the whole map's values at its pixels, and ``reach`` never
+    leaves out a pixel whose map falls within ``pad`` of the rows asked for."""
+    from drizzleflow.steps.drizzle.pixmap import WindowedMap
+    win, out = wcs_pair
+    full = pixmap(win, out, (300, 260), stepsize=stepsize)
+    wmap = WindowedMap(win, out, np.arange(260.0), np.arange(300.0), stepsize)
+    for y0, y1, x0, x1 in [(0, 300, 0, 260), (37, 211, 5, 259), (299, 300, 0, 1)]:
+        part = wmap.window(y0, y1, x0, x1)
+        assert part.shape == (y1 - y0, x1 - x0, 2) and part.flags.c_contiguous
+        np.testing.assert_allclose(part, full[y0:y1, x0:x1], rtol=0, atol=1e-9)
+    y = full[..., 1]
+    lo_all, hi_all = y.min(), y.max()
+    seen_smaller = False
+    for lo in np.linspace(lo_all - 20, hi_all, 41):
+        hi, pad = lo + 40, 4.0
+        box = wmap.reach(lo, hi, pad, align=32)
+        inside = (y > lo - pad) & (y < hi + pad)
+        if box is None:
+            assert not inside.any()
+            continue
+        by0, by1, bx0, bx1 = box
+        assert by0 % 32 == 0 and bx0 % 32 == 0
+        covered = np.zeros_like(inside)
+        covered[by0:by1, bx0:bx1] = True
+        assert not (inside & ~covered).any()
+        seen_smaller |= covered.mean() < 0.8
+    assert seen_smaller                       # it does cut the chip down
+    assert wmap.reach(hi_all + 50, hi_all + 60, 4.0) is None

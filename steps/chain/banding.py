@@ -4,9 +4,9 @@ The core accumulates a float32 (sum, weight) pair per output pixel, plus an
 int32 context image in the final drizzle: 12 bytes per pixel, 138 MB for the
 3408 × 3378 M2 mosaic.  A grid whose accumulators exceed the step's
 ``band_mb`` is drizzled in bands: each band gets only the input pixels whose
-drops can land in it (a sub-region found from the pixel map) and is streamed
-to its file as soon as it is done; pixels agree with a single pass to float32
-rounding.
+drops can land in it (a box found on the nodes of each chip's pixel map, see
+``WindowedMap.reach``) and is streamed to its file as soon as it is done;
+pixels agree with a single pass to float32 rounding.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from drizzleflow.engine.atomic import atomic_path
 
-__all__ = ["bands", "region", "BandWriter"]
+__all__ = ["bands", "ALIGN", "BandWriter"]
 
 
 def bands(ny, nx, band_mb, bytes_per_pixel):
@@ -31,28 +31,12 @@ def bands(ny, nx, band_mb, bytes_per_pixel):
 
 
 #: the core walks an input in tiles / runs of this many columns (and rows, for the
-#: square kernel's tiles) counted from the sub-region's start; a region starting on
+#: square kernel's tiles) counted from its first pixel; a box of a chip starting on
 #: a multiple of it is cut into the same tiles as the whole chip, so a band adds
 #: the same partial sums as a single pass (measured on M2: pixels that differ in
 #: the last float32 bit from a single pass, per band, 7 instead of ~300 for turbo,
 #: ~1-10k instead of ~17k for square)
 ALIGN = 32
-
-
-def region(pm, nrows, pad, align=ALIGN):
-    """Input sub-region (core keyword arguments) whose drops can land in rows
-    ``[0, nrows)`` of a band (``pm`` already shifted to the band); ``False``
-    when none can.  ``xmin``/``ymin`` are rounded down to a multiple of
-    ``align`` (:data:`ALIGN`: the extra pixels' drops miss the band)."""
-    y = pm[..., 1]
-    m = (y > -pad) & (y < nrows - 1 + pad)
-    if not m.any():
-        return False
-    rows = np.flatnonzero(m.any(axis=1))
-    cols = np.flatnonzero(m.any(axis=0))
-    a = max(1, int(align))
-    return {"ymin": int(rows[0]) // a * a, "ymax": int(rows[-1]),
-            "xmin": int(cols[0]) // a * a, "xmax": int(cols[-1])}
 
 
 class BandWriter:

@@ -11,8 +11,9 @@ chips (and whole exposures) whose outline cannot reach the band.
 With several bands, the first band keeps what the later ones need of each chip
 (its sky-subtracted data and its good-pixel mask) in a :class:`ChipSpill`
 on disk: the later bands then read 2.6 MB per chip instead of the whole
-exposure again (30 ms and a 32 MB transient per WFPC2 exposure); only the
-pixel map is recomputed.
+exposure again (30 ms and a 32 MB transient per WFPC2 exposure).  Each band
+evaluates the pixel map only where the chip can reach it: the map's nodes
+are computed once per chip (``WindowedMap``), not once per band.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .banding import region as band_region
-from .common import good_from_bits, load_exposure, pixmap_for, sky_for
+from .common import band_window, good_from_bits, load_exposure, pixmap_for, sky_for, windowed_map_for
 
 __all__ = ["ExposureInfo", "ReadyChip", "ChipFeed", "ChipSpill", "SpilledChip", "chip_rows", "one_ahead"]
 
@@ -122,7 +122,8 @@ class ReadyChip:
     uid: int                    # 0-based input id over all chips (the context bit)
     rho: float                  # output scale / chip scale
     sky: float                  # sky subtracted from the data (electrons per pixel)
-    region: object = False      # None: the whole chip; a dict of xmin/xmax/ymin/ymax; False: skip
+    region: object = False      # None: drizzle what is here; False: skip (cannot land in the band)
+    box: Optional[tuple] = None  # (y0, y1, x0, x1): the part of the chip that can land in the band
     pixmap: Optional[np.ndarray] = None
     data: Optional[np.ndarray] = None
     weight: Optional[np.ndarray] = None
@@ -135,14 +136,17 @@ class ChipFeed:
     chip's weight image; ``masks(kind, key, path)`` reads (or serves) a static
     or cosmic-ray mask.  ``reach`` are the output rows each chip's outline can
     reach (:func:`chip_rows`, indexed by input id) or None: then every chip is
-    prepared.  With ``whole=True`` (a single band covering the grid) no
-    sub-region is computed.
+    prepared.  With ``whole=True`` (a single band covering the grid) the
+    whole chip is mapped; otherwise each chip's map is a ``WindowedMap`` kept
+    in ``maps`` across the bands, and a band maps and drizzles only the part
+    of the chip that can reach it.
     """
 
     def __init__(self, context, params, grid, recs, band, *, whole: bool, reach, first_uid,
                  static_masks: dict, crmasks: dict, masks: Callable, weight_of: Callable,
-                 spill: Optional[ChipSpill] = None):
+                 spill: Optional[ChipSpill] = None, maps: Optional[dict] = None):
         self.context, self.params, self.grid, self.recs = context, params, grid, recs
+        self.maps = {} if maps is None else maps   # input id -> WindowedMap, shared by the bands
         self.y0, self.y1 = band
         self.whole, self.reach, self.first_uid = whole, reach, first_uid
         self.static_masks, self.crmasks, self.masks, self.weight_of = static_masks, crmasks, masks, weight_of
@@ -198,8 +202,7 @@ class ChipFeed:
         if not self._place(item, chip):
             return item
         data, good = prepared or self._data_good(info, k, chip, item.sky)
-        item.data = data
-        item.weight = self.weight_of(chip, good, rho)
+        self._fill(item, data, good)
         return item
 
     def _prepare_spilled(self, uid) -> ReadyChip:
@@ -207,24 +210,33 @@ class ChipFeed:
         item = ReadyChip(info, k, chip, uid, self.grid.scale / chip.pscale, sky_for(self.context, chip, "computed"))
         if uid not in self.spill.saved or not self._place(item, chip):
             return item   # not saved: its outline reaches no later band
-        item.data, good = self.spill.get(uid)
-        item.weight = self.weight_of(chip, good, item.rho)
+        self._fill(item, *self.spill.get(uid))
         return item
+
+    def _fill(self, item, data, good):
+        """Data and weight of the part of the chip the band needs."""
+        if item.box is not None:
+            y0, y1, x0, x1 = item.box
+            data, good = data[y0:y1, x0:x1], good[y0:y1, x0:x1]
+        item.data = data
+        item.weight = self.weight_of(item.chip, good, item.rho)
 
     def _place(self, item, chip) -> bool:
         """Pixel map and band region of ``item``; False when it cannot land in the band."""
         if not self.reaches(item.uid, item.rho):
             return False
-        pm = pixmap_for(chip, self.grid, self.params.stepsize)
-        if not self.whole:
-            if self.y0:
-                pm[..., 1] -= self.y0
-            item.region = band_region(pm, self.y1 - self.y0, pad=self._pad(item.rho))
-            if item.region is False:
-                return False
+        if self.whole:
+            item.pixmap = pixmap_for(chip, self.grid, self.params.stepsize)
         else:
-            item.region = None
-        item.pixmap = pm
+            # only the input pixels that can reach the band are mapped (and drizzled)
+            wmap = self.maps.get(item.uid)
+            if wmap is None:
+                wmap = self.maps[item.uid] = windowed_map_for(chip, self.grid, self.params.stepsize)
+            placed = band_window(wmap, (self.y0, self.y1), self._pad(item.rho))
+            if placed is None:
+                return False
+            item.box, item.pixmap = placed
+        item.region = None
         return True
 
     def _data_good(self, info, k, chip, sky):

@@ -19,7 +19,7 @@ from ..instruments.bits import good_mask
 
 __all__ = ["load_exposure", "clear_cache", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS", "core_threads"]
+           "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS", "core_threads"]
 
 log = logging.getLogger("drizzleflow.chain")
 
@@ -252,6 +252,55 @@ def pixmap_for(chip, grid, stepsize: int | None = None) -> np.ndarray:
     ``pixmap.DEFAULT_STEPSIZE``, 2e-8 px from the full evaluation on WFPC2)."""
     from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE, pixmap
     return pixmap(chip.wcs, grid.wcs, chip.shape, DEFAULT_STEPSIZE if stepsize is None else stepsize)
+
+
+def windowed_map_for(chip, grid, stepsize: int | None = None):
+    """The chip's pixel map onto ``grid`` as a :class:`~drizzleflow.steps.drizzle.pixmap.WindowedMap`:
+    for outputs drizzled in bands, each band maps only the input pixels that can reach it."""
+    from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE, WindowedMap
+    ny, nx = chip.shape
+    return WindowedMap(chip.wcs, grid.wcs, np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64),
+                       DEFAULT_STEPSIZE if stepsize is None else stepsize)
+
+
+class Scratch:
+    """Reusable arrays for the pieces of chips a band drizzles: each band needs a
+    different box of each chip, and fresh arrays of ever-changing sizes would cost
+    page faults (several microseconds per 4 KiB page here) on every band."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def take(self, key, shape, dtype=np.float64) -> np.ndarray:
+        """A C-contiguous array of ``shape`` in buffer ``key`` (valid until the next
+        ``take`` of that key)."""
+        n = int(np.prod(shape))
+        buf = self._bufs.get(key)
+        if buf is None or buf.size < n or buf.dtype != dtype:
+            buf = self._bufs[key] = np.empty(n, dtype=dtype)
+        return buf[:n].reshape(shape)
+
+    def cut(self, key, arr, box) -> np.ndarray:
+        """``arr[y0:y1, x0:x1]`` copied into buffer ``key``."""
+        y0, y1, x0, x1 = box
+        out = self.take(key, (y1 - y0, x1 - x0), arr.dtype)
+        np.copyto(out, arr[y0:y1, x0:x1])
+        return out
+
+
+def band_window(wmap, band, pad, scratch=None):
+    """Input box ``(y0, y1, x0, x1)`` of a chip for output rows ``band = (y0, y1)`` and
+    its pixel map shifted to the band's first row (in ``scratch`` when given); None
+    when no drop reaches the band."""
+    from .banding import ALIGN
+    box = wmap.reach(band[0], band[1] - 1, pad, align=ALIGN)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    pm = wmap.window(*box, out=None if scratch is None else scratch.take("pixmap", (y1 - y0, x1 - x0, 2)))
+    if band[0]:
+        pm[..., 1] -= band[0]
+    return box, pm
 
 
 def new_drizzle(shape, kernel, fillval, context=True):

@@ -164,7 +164,7 @@ class DrizzleFinalStep(Step):
                  if per_chip is None and len(geoms) <= 32 else [(0, ny)])
         # output rows each chip's outline can reach, so that a band skips the chips --
         # and the exposures -- that cannot land in it without reading them; the exact
-        # test is still the region of the pixel map
+        # test is on each chip's map nodes (WindowedMap.reach)
         reach = first_uid = None
         if len(bands) > 1:
             first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
@@ -175,7 +175,7 @@ class DrizzleFinalStep(Step):
         rhos = [grid.scale / g.pscale for g in geoms]
         crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
         prov = _Provenance(params, grid, crmasks)
-        feed_args = dict(static_masks=context.get("static_masks", {}) or {}, crmasks=crmasks,
+        feed_args = dict(static_masks=context.get("static_masks", {}) or {}, crmasks=crmasks, maps={},
                          masks=_read_mask, weight_of=lambda chip, good, rho: chip_weight(
                              good, params.wht_type, params.wt_scl, chip.exptime,
                              sky_for(context, chip, "subtracted"), chip.rdnoise, rho))

@@ -14,9 +14,10 @@ from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .common import (add_chip, clear_cache, exposure_records, finish_rows, good_from_bits, load_exposure,
-                     new_drizzle, pixmap_for, sky_for, static_mask_for, trim_heap)
-from .banding import BandWriter, bands, region
+from .common import (Scratch, add_chip, band_window, clear_cache, exposure_records, finish_rows,
+                     good_from_bits, load_exposure, new_drizzle, pixmap_for, sky_for, static_mask_for,
+                     trim_heap, windowed_map_for)
+from .banding import BandWriter, bands
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, resolve_grid
@@ -58,7 +59,7 @@ class DrizzleSeparateStep(Step):
         band_mb: int = Field(48, ge=8, le=65536, description="Memory (MB) for the output accumulators of "
                              "one single drizzle (8 bytes per output pixel: the default holds a 6-Mpix "
                              "grid; the M2 mosaic at 0.0455\" takes two bands). Larger grids are drizzled "
-                             "in bands of rows (pixel maps recomputed per band: ~7 ms a chip).")
+                             "in bands of rows; each band maps and drizzles only the part of a chip that can reach it.")
 
     def preflight(self, context, params):
         """Grid size and overlap from the archive headers, before ingest runs."""
@@ -89,7 +90,7 @@ class DrizzleSeparateStep(Step):
         clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
         row_bands = bands(grid.shape[0], grid.shape[1], params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
 
-        def one(rec):
+        def one(rec, scratch=None):
             exp = load_exposure(context, rec, cache=False)
             root, exptime = exp.root, float(exp.exptime)
             bsky = min(sky_for(context, c, "subtracted") for c in exp.chips)
@@ -110,10 +111,14 @@ class DrizzleSeparateStep(Step):
 
             # one band: each chip is prepared, drizzled and dropped (its pixel map alone is
             # 10 MB); several bands: the data and weights of every chip (5 MB each) are kept for
-            # all of them, the chips' pixels are not, and each band computes its pixel maps
-            # afresh (7 ms a chip; keeping them would cost 40 MB per WFPC2 exposure)
+            # all of them, the chips' pixels are not, and each band maps only the part of each
+            # chip that can reach it (the map's nodes are kept: a few kB, where whole maps
+            # would cost 40 MB per WFPC2 exposure)
             if len(row_bands) > 1:
                 prepared = [prepare(chips.pop(0), with_pixmap=False) for _ in range(len(chips))]
+                maps = [windowed_map_for(chip, grid, params.stepsize) for chip, *_ in prepared]
+                if scratch is None:
+                    scratch = Scratch()
             else:
                 prepared = (prepare(chips.pop(0)) for _ in range(len(chips)))
             h = hdr.copy()
@@ -131,17 +136,15 @@ class DrizzleSeparateStep(Step):
                     trim_heap()
                     driz = new_drizzle((y1 - y0, grid.shape[1]), params.kernel, params.fillval, context=False)
                     for i, (chip, data, weight, pm) in enumerate(prepared):
-                        reg = None
                         rho = grid.scale / chip.pscale
                         if len(row_bands) > 1:
-                            pm = pixmap_for(chip, grid, params.stepsize)
-                            if y0:
-                                pm[..., 1] -= y0
-                            reg = region(pm, y1 - y0, pad=3.0 * params.pixfrac / rho + 3.0)
-                            if reg is False:
+                            placed = band_window(maps[i], (y0, y1), 3.0 * params.pixfrac / rho + 3.0, scratch)
+                            if placed is None:
                                 continue
+                            box, pm = placed
+                            data, weight = scratch.cut("data", data, box), scratch.cut("weight", weight, box)
                         add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
-                                 pscale_ratio=rho, input_id=i, region=reg)
+                                 pscale_ratio=rho, input_id=i)
                         del chip, data, weight, pm   # not alive while the next chip is prepared
                     if writer is None:
                         writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
@@ -165,7 +168,11 @@ class DrizzleSeparateStep(Step):
             # one exposure at a time: reading the next one ahead (in a thread, while the core
             # drizzles) saved ~0.2 s of wall time but held it (15 MB, 32 MB while being read)
             # beside the accumulators; measured on M2: peak 241-252 MiB with, 204-214 without
-            singles = [one(rec) for rec in recs]
+            # and the boxes of data, weight and map a band drizzles go to arrays reused by
+            # every exposure (fresh ones per exposure cost ~20k page faults on M2)
+            scratch = Scratch()
+            singles = [one(rec, scratch) for rec in recs]
+            del scratch
         else:
             singles = context.map(one, recs)
         context.put("singles", list(singles))

@@ -29,7 +29,7 @@ import numpy as np
 
 from .core import DrizzleArrayError
 
-__all__ = ["pixmap", "corner_pixmap", "DEFAULT_STEPSIZE"]
+__all__ = ["pixmap", "corner_pixmap", "WindowedMap", "DEFAULT_STEPSIZE"]
 
 #: grid step (input pixels) chosen by measurement: < 1e-4 px error on WFPC2-like
 #: distortion (2e-8 px on the simulated M2 set, as with step 10), ~50x faster than
@@ -182,13 +182,14 @@ def _along_x(G, first, W):
     return out
 
 
-def _along_y(H, first, W):
+def _along_y(H, first, W, out=None):
     """Interpolate the columns of H (ngy, nx) to the y targets: (ny, nx).
 
     Targets sharing the same stencil are done as one small (rows x npts) @
-    (npts x nx) product, which stays in cache.
+    (npts x nx) product, which stays in cache.  ``out``: where to write.
     """
-    out = np.empty((len(first), H.shape[1]))
+    if out is None:
+        out = np.empty((len(first), H.shape[1]))
     npts = W.shape[1]
     starts = np.flatnonzero(np.diff(first, prepend=first[0] - 1))
     stops = np.append(starts[1:], len(first))
@@ -198,47 +199,144 @@ def _along_y(H, first, W):
     return out
 
 
-def _map(in_wcs, out_wcs, xs, ys, stepsize):
-    win = copy.deepcopy(in_wcs)
-    wout = copy.deepcopy(out_wcs)
+def _check_step(stepsize):
     try:
         stepsize = int(stepsize)
     except (TypeError, ValueError):
         raise DrizzleArrayError("stepsize", f"expected an integer, got {stepsize!r}") from None
     if stepsize < 0:
         raise DrizzleArrayError("stepsize", f"must be >= 0, got {stepsize}")
-    if stepsize <= 1 or (len(xs) <= 4 * stepsize and len(ys) <= 4 * stepsize and len(xs) * len(ys) < 4096):
-        return np.ascontiguousarray(_full(win, wout, xs, ys))
-    disp = _d2im_displacement(win, xs, ys)
-    win.det2im1 = None
-    win.det2im2 = None
-    gx = _nodes(xs[0], xs[-1], stepsize)
-    gy = _nodes(ys[0], ys[-1], stepsize)
-    grid = _full(win, wout, gx, gy)                  # (len(gy), len(gx), 2)
-    fx, Wx, dWx = _lagrange_weights(gx, xs)
-    fy, Wy, dWy = _lagrange_weights(gy, ys)
-    dx, dy = disp
-    if (dx is None or dx.shape[0] == 1) and (dy is None or dy.shape[1] == 1):
-        # WFPC2's case: each displacement is a function of its own axis only, so
-        # G + Dx dG/dx + Dy dG/dy is one tensor-product interpolation with the
-        # weights moved to p + D along each axis (first order in D, as above;
-        # the extra Dx Dy d2G/dxdy term is of the order neglected)
-        if dx is not None:
-            Wx = Wx + dx[0][:, None] * dWx
-        if dy is not None:
-            Wy = Wy + dy[:, 0][:, None] * dWy
-        # both coordinates at once: rows of (x, y) pairs are the interleaved output layout
-        Hx = np.zeros((grid.shape[0], len(xs), 2))
-        for a in range(Wx.shape[1]):
-            Hx += grid[:, fx + a, :] * Wx[None, :, a, None]
-        return _along_y(Hx.reshape(grid.shape[0], -1), fy, Wy).reshape(len(ys), len(xs), 2)
-    out = np.empty((len(ys), len(xs), 2))
-    for c in range(2):
-        G = grid[..., c]
-        Hx = _along_x(G, fx, Wx)                     # (len(gy), len(xs))
-        out[..., c] = _along_y(Hx, fy, Wy)
-        if dx is not None:
-            out[..., c] += dx * _along_y(_along_x(G, fx, dWx), fy, Wy)
-        if dy is not None:
-            out[..., c] += dy * _along_y(Hx, fy, dWy)
-    return out
+    return stepsize
+
+
+def _map(in_wcs, out_wcs, xs, ys, stepsize):
+    return WindowedMap(in_wcs, out_wcs, xs, ys, stepsize).window(0, len(ys), 0, len(xs))
+
+
+class WindowedMap:
+    """A pixel map evaluated window by window, for outputs drizzled in bands.
+
+    Holds what every window shares: private copies of the two WCS, the coarse
+    grid of nodes of the smooth transform and the 1-D D2IM displacements.  A
+    band of a large output then maps only the input pixels that can reach it
+    (:meth:`reach`, then :meth:`window`) instead of the whole chip per band.
+    A window holds the whole map's values at its pixels: same nodes, same
+    interpolation weights, same displacements.
+
+    ``xs``, ``ys`` are the input coordinates of the map's columns and rows
+    (``arange(nx)``, ``arange(ny)`` for pixel centres).
+    """
+
+    def __init__(self, in_wcs, out_wcs, xs, ys, stepsize=DEFAULT_STEPSIZE):
+        stepsize = _check_step(stepsize)
+        self.xs, self.ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        self._win = copy.deepcopy(in_wcs)
+        self._wout = copy.deepcopy(out_wcs)
+        nx, ny = len(self.xs), len(self.ys)
+        self._whole = None
+        if stepsize <= 1 or (nx <= 4 * stepsize and ny <= 4 * stepsize and nx * ny < 4096):
+            # small or exact: evaluate everything once, windows are slices
+            self._whole = np.ascontiguousarray(_full(self._win, self._wout, self.xs, self.ys))
+            return
+        has_d2im = self._win.det2im1 is not None or self._win.det2im2 is not None
+        self._d2im = copy.deepcopy(self._win) if has_d2im else None
+        self._win.det2im1 = None
+        self._win.det2im2 = None
+        # 1-D tables (WFPC2's case) are evaluated once along their axis; 2-D ones per window
+        self._disp = None
+        if self._d2im is not None:
+            shapes = [t.data.shape for t in (self._d2im.det2im1, self._d2im.det2im2) if t is not None]
+            if all(r == 1 or c == 1 for r, c in shapes):
+                self._disp = _d2im_displacement(self._d2im, self.xs, self.ys)
+        self.gx = _nodes(self.xs[0], self.xs[-1], stepsize)
+        self.gy = _nodes(self.ys[0], self.ys[-1], stepsize)
+        self.grid = _full(self._win, self._wout, self.gx, self.gy)     # (len(gy), len(gx), 2)
+
+    def window(self, y0, y1, x0, x1, out=None):
+        """The map of rows ``[y0, y1)`` and columns ``[x0, x1)``: float64 (y1-y0, x1-x0, 2),
+        written to ``out`` (C-contiguous, that shape) when given."""
+        if self._whole is not None:
+            if out is None:
+                return np.ascontiguousarray(self._whole[y0:y1, x0:x1])
+            out[...] = self._whole[y0:y1, x0:x1]
+            return out
+        xs, ys = self.xs[x0:x1], self.ys[y0:y1]
+        if self._disp is not None:
+            dx, dy = (None if d is None else d[(slice(None) if d.shape[0] == 1 else slice(y0, y1)),
+                                               (slice(None) if d.shape[1] == 1 else slice(x0, x1))]
+                      for d in self._disp)
+        elif self._d2im is not None:
+            dx, dy = _d2im_displacement(self._d2im, xs, ys)
+        else:
+            dx = dy = None
+        grid = self.grid
+        fx, Wx, dWx = _lagrange_weights(self.gx, xs)
+        fy, Wy, dWy = _lagrange_weights(self.gy, ys)
+        if (dx is None or dx.shape[0] == 1) and (dy is None or dy.shape[1] == 1):
+            # WFPC2's case: each displacement is a function of its own axis only, so
+            # G + Dx dG/dx + Dy dG/dy is one tensor-product interpolation with the
+            # weights moved to p + D along each axis (first order in D, as above;
+            # the extra Dx Dy d2G/dxdy term is of the order neglected)
+            if dx is not None:
+                Wx = Wx + dx[0][:, None] * dWx
+            if dy is not None:
+                Wy = Wy + dy[:, 0][:, None] * dWy
+            # both coordinates at once: rows of (x, y) pairs are the interleaved output layout
+            Hx = np.zeros((grid.shape[0], len(xs), 2))
+            for a in range(Wx.shape[1]):
+                Hx += grid[:, fx + a, :] * Wx[None, :, a, None]
+            flat = None if out is None else out.reshape(len(ys), -1)
+            return _along_y(Hx.reshape(grid.shape[0], -1), fy, Wy, flat).reshape(len(ys), len(xs), 2)
+        if out is None:
+            out = np.empty((len(ys), len(xs), 2))
+        for c in range(2):
+            G = grid[..., c]
+            Hx = _along_x(G, fx, Wx)                     # (len(gy), len(xs))
+            out[..., c] = _along_y(Hx, fy, Wy)
+            if dx is not None:
+                out[..., c] += dx * _along_y(_along_x(G, fx, dWx), fy, Wy)
+            if dy is not None:
+                out[..., c] += dy * _along_y(Hx, fy, dWy)
+        return out
+
+    def reach(self, lo, hi, pad, align=1):
+        """Index box ``(y0, y1, x0, x1)`` holding every input pixel whose map can
+        fall within ``pad`` output pixels of rows ``[lo, hi]``; None if none can.
+
+        Decided on the node grid (cells of ``stepsize`` pixels, with a margin for
+        the D2IM displacement and the interpolation between nodes), so it costs
+        no map evaluation; ``y0``, ``x0`` are rounded down to a multiple of
+        ``align``.
+        """
+        if self._whole is not None:
+            y = self._whole[..., 1]
+            m = (y > lo - pad) & (y < hi + pad)
+            if not m.any():
+                return None
+            rows = np.flatnonzero(m.any(axis=1))
+            cols = np.flatnonzero(m.any(axis=0))
+            y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        else:
+            gy = self.grid[..., 1]
+            # output pixels per input pixel, and the largest D2IM shift (input pixels)
+            step = max(np.diff(self.gx).max(), np.diff(self.gy).max())
+            slope = max(np.abs(np.diff(gy, axis=0)).max(initial=0.0),
+                        np.abs(np.diff(gy, axis=1)).max(initial=0.0)) / max(step, 1e-9)
+            shift = 0.0
+            if self._disp is not None:
+                shift = max((float(np.abs(d).max()) for d in self._disp if d is not None), default=0.0)
+            elif self._d2im is not None:
+                shift = 2.0
+            margin = pad + 1.0 + slope * shift
+            corners = np.stack([gy[:-1, :-1], gy[1:, :-1], gy[:-1, 1:], gy[1:, 1:]])
+            hit = (corners.max(axis=0) > lo - margin) & (corners.min(axis=0) < hi + margin)
+            if not hit.any():
+                return None
+            rows = np.flatnonzero(hit.any(axis=1))
+            cols = np.flatnonzero(hit.any(axis=0))
+            y0 = int(np.searchsorted(self.ys, self.gy[rows[0]], side="left"))
+            y1 = int(np.searchsorted(self.ys, self.gy[rows[-1] + 1], side="right"))
+            x0 = int(np.searchsorted(self.xs, self.gx[cols[0]], side="left"))
+            x1 = int(np.searchsorted(self.xs, self.gx[cols[-1] + 1], side="right"))
+        a = max(1, int(align))
+        return y0 // a * a, y1, x0 // a * a, x1
