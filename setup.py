@@ -5,12 +5,14 @@ All metadata lives in pyproject.toml.  The repository's top level is
 ``drizzleflow.steps`` (``drizzleflow`` itself is a namespace package).
 """
 import os
+import platform
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 ROOTS = {"engine": "drizzleflow.engine", "steps": "drizzleflow.steps"}
+X86_64 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 
 
 def find_packages():
@@ -32,11 +34,21 @@ def extensions():
             if fn.endswith(".pyx"):
                 src = os.path.join(dirpath, fn)
                 mod = "drizzleflow." + src[:-4].replace(os.sep, ".")
+                flags = ["-O3", "-ffp-contract=off"]
+                optional = False
+                if fn.endswith("_avx2.pyx"):
+                    # a second build of the core for AVX2 CPUs (steps/drizzle/_native.py picks
+                    # it at run time); no FMA, so it gives the same bits as the generic one
+                    if not X86_64:
+                        continue
+                    flags += ["-mavx2", "-mno-fma"]
+                    optional = True
                 exts.append(Extension(
                     mod, [src],
                     include_dirs=[numpy.get_include()],
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                    extra_compile_args=["-O3", "-ffp-contract=off"],
+                    extra_compile_args=flags,
+                    optional=optional,
                 ))
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "cdivision": True,

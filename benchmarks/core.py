@@ -182,7 +182,9 @@ def main(argv=None):
                  "", True, float("nan"), bur / bu1))
 
     n = args.threads
-    print(f"\n{len(chips)} chips, {npix:.2f} Mpix in, output {out_shape[0]}x{out_shape[1]} at {OUT_SCALE}\"/pix\n")
+    from drizzleflow.steps.drizzle.core import CORE_BUILD
+    print(f"\n{len(chips)} chips, {npix:.2f} Mpix in, output {out_shape[0]}x{out_shape[1]} at {OUT_SCALE}\"/pix; "
+          f"core build: {CORE_BUILD} (DRIZZLEFLOW_CORE=baseline forces the generic one)\n")
     print(f"| kernel | drizzle Mpix/s | ours 1T Mpix/s | ours {n}T Mpix/s | ratio 1T | ratio {n}T "
           f"| CPU-time ratio 1T | user-time ratio 1T | {n}T CPU / 1T CPU | max diff wht / sci (rel) "
           f"| {n}T == 1T | output covered |")

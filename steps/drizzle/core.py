@@ -29,9 +29,10 @@ import numpy as np
 
 from drizzleflow.engine.errors import DrizzleflowError
 
-from . import _blot, _core
+from ._native import CORE_BUILD, _blot, _core
 
 __all__ = [
+    "CORE_BUILD",
     "DrizzleArrayError",
     "Drizzle",
     "DrizzleInput",
