@@ -68,8 +68,15 @@ cdef extern from *:
     /* Zero n doubles; called with a constant n, the loop unrolls into plain
        vector stores (a plain C loop would become a memset call, whose size
        dispatch costs more branches than the stores themselves). */
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #endif
     static inline void df_zero(double* p, int n) {
         int k = 0;
+    #if defined(__AVX__)
+        const __m256d z4 = _mm256_setzero_pd();
+        for (; k + 4 <= n; k += 4) _mm256_storeu_pd(p + k, z4);
+    #endif
     #if defined(__SSE2__)
         const __m128d z = _mm_setzero_pd();
         for (; k + 2 <= n; k += 2) _mm_storeu_pd(p + k, z);
@@ -1436,12 +1443,16 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
                       ys[2] = cb[7 * chunk + m]
                       xs[3] = cb[4 * chunk + m]
                       ys[3] = cb[5 * chunk + m]
-                  # one test for all eight: a NaN or infinity makes the sum non-finite
-                  if not isfinite(xs[0] + xs[1] + xs[2] + xs[3] + ys[0] + ys[1] + ys[2] + ys[3]):
-                      nskipped[0] += 1
-                      continue
                   jac = 0.5 * ((xs[1] - xs[3]) * (ys[0] - ys[2]) - (xs[0] - xs[2]) * (ys[1] - ys[3]))
-                  if jac == 0.0:
+                  # every corner coordinate enters jac once, in a difference times a
+                  # difference: a NaN or infinity anywhere makes it non-finite, so the
+                  # eight-value test is needed only then (finite corners whose jac
+                  # overflows go on to the huge-drop check below)
+                  if not isfinite(jac):
+                      if not isfinite(xs[0] + xs[1] + xs[2] + xs[3] + ys[0] + ys[1] + ys[2] + ys[3]):
+                          nskipped[0] += 1
+                          continue
+                  elif jac == 0.0:
                       continue
                   qxmin = qxmax = xs[0]
                   qymin = qymax = ys[0]
