@@ -52,6 +52,9 @@ cdef extern from *:
        t*cd and t*cw added in double precision and rounded once, as the scalar
        code does; with SSE2 (every x86-64) both lanes go through one 64-bit
        load/convert/add/convert/store.  Bit-identical to the scalar path. */
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #endif
     #if defined(__SSE2__)
     #include <emmintrin.h>
     static inline void df_add_pair(float* p, double t, double cd, double cw) {
@@ -68,9 +71,6 @@ cdef extern from *:
     /* Zero n doubles; called with a constant n, the loop unrolls into plain
        vector stores (a plain C loop would become a memset call, whose size
        dispatch costs more branches than the stores themselves). */
-    #if defined(__AVX__)
-    #include <immintrin.h>
-    #endif
     static inline void df_zero(double* p, int n) {
         int k = 0;
     #if defined(__AVX__)
@@ -1703,6 +1703,19 @@ cdef inline double _border_step(const double* pm, Py_ssize_t nx, Py_ssize_t i, P
     return step
 
 
+cdef inline void _yrange(const double* y, Py_ssize_t n, double* lo, double* hi) noexcept nogil:
+    """Fold the ``n`` values ``y[0], y[2], ...`` (the y of (x, y) pairs) into
+    ``lo``/``hi``; a NaN fails both tests and changes nothing."""
+    cdef double l = lo[0], h = hi[0], v
+    cdef Py_ssize_t k
+    for k in range(n):
+        v = y[2 * k]
+        l = v if v < l else l
+        h = v if v > h else h
+    lo[0] = l
+    hi[0] = h
+
+
 def tile_yranges(const double[:, :, ::1] pixmap, double pixfrac, double margin, Py_ssize_t chunk,
                  Py_ssize_t ymin, Py_ssize_t ymax):
     """Output-y range that each square-kernel tile of the input can reach.
@@ -1728,38 +1741,33 @@ def tile_yranges(const double[:, :, ::1] pixmap, double pixfrac, double margin, 
     # extrapolation by e <= dh beyond a border moves at most 2 e (1 + e) steps
     cdef Py_ssize_t ring = 1 + <Py_ssize_t>dh
     cdef double widen = 2.0 * dh * (1.0 + dh) if dh > 0.5 else 1.5
-    cdef double lo, hi, lo2, hi2, step, y, y2
+    cdef double lo, hi, step
     cdef const double* pm = &pixmap[0, 0, 0]
-    cdef const double* row
     with nogil:
         for tr in range(ntr):
             j0 = ymin + tr * TILE_ROWS - ring
             j1 = ymin + tr * TILE_ROWS + TILE_ROWS - 1 + ring
             if j0 < 0: j0 = 0
             if j1 > ny - 1: j1 = ny - 1
+            # the extremes of all the tiles of this tile row, row by row: the map is
+            # read front to back (tile by tile it was 34 short strided streams)
+            for c in range(nchunk):
+                o[tr, c, 0] = 1e300
+                o[tr, c, 1] = -1e300
+            for j in range(j0, j1 + 1):
+                for c in range(nchunk):
+                    i0 = c * chunk - ring
+                    i1 = c * chunk + chunk - 1 + ring
+                    if i0 < 0: i0 = 0
+                    if i1 > nx - 1: i1 = nx - 1
+                    _yrange(pm + 2 * (j * nx + i0) + 1, i1 - i0 + 1, &o[tr, c, 0], &o[tr, c, 1])
             for c in range(nchunk):
                 i0 = c * chunk - ring
                 i1 = c * chunk + chunk - 1 + ring
                 if i0 < 0: i0 = 0
                 if i1 > nx - 1: i1 = nx - 1
-                lo = lo2 = 1e300
-                hi = hi2 = -1e300
-                for j in range(j0, j1 + 1):
-                    row = pm + 2 * j * nx + 1
-                    # two independent min/max chains (latency); a NaN fails both tests
-                    for i in range(i0, i1, 2):
-                        y = row[2 * i]
-                        y2 = row[2 * i + 2]
-                        lo = y if y < lo else lo
-                        hi = y if y > hi else hi
-                        lo2 = y2 if y2 < lo2 else lo2
-                        hi2 = y2 if y2 > hi2 else hi2
-                    if (i1 - i0) % 2 == 0:
-                        y = row[2 * i1]
-                        lo = y if y < lo else lo
-                        hi = y if y > hi else hi
-                lo = lo2 if lo2 < lo else lo
-                hi = hi2 if hi2 > hi else hi
+                lo = o[tr, c, 0]
+                hi = o[tr, c, 1]
                 step = 0.0
                 if i0 == 0 and nx > 1:
                     step = fmax(step, _border_step(pm, nx, 0, j0, 0, 1, j1 - j0 + 1, 1))
