@@ -222,7 +222,7 @@ class ChipFeed:
         item.weight = self.weight_of(item.chip, good, item.rho)
 
     def _place(self, item, chip) -> bool:
-        """Pixel map and band region of ``item``; False when it cannot land in the band."""
+        """Pixel map (and box) of ``item`` for the band; False when it cannot land in the band."""
         if not self.reaches(item.uid, item.rho):
             return False
         if self.whole:
