@@ -2,7 +2,8 @@
 
 A step's key is the sha256 of canonical JSON of:
 ``(step type, step class version, resolved params, key of the previous step,
-sha256 of every input file, uref)``.  Chaining the previous key means a change
+sha256 of every input file and of every file the step's parameters name
+(``Step.key_files``: region files, reference images), uref)``.  Chaining the previous key means a change
 anywhere upstream changes every key downstream, so "rerun from the first
 changed step" falls out.  A completed step is skipped when its key matches a
 record AND every file among its recorded products still exists with the
@@ -25,10 +26,10 @@ import os
 import shutil
 from pathlib import Path
 
-from .manifest import load_manifest
+from .manifest import file_sha256, load_manifest
 from .recipe import sha256_of
 
-__all__ = ["step_key", "product_files", "file_records", "record_valid", "find_in_dirs", "import_record"]
+__all__ = ["step_key", "key_file_digests", "product_files", "file_records", "record_valid", "find_in_dirs", "import_record"]
 
 log = logging.getLogger("drizzleflow.cache")
 
@@ -36,6 +37,17 @@ log = logging.getLogger("drizzleflow.cache")
 def step_key(step_type, version, params_json, prev_key, input_hashes, uref=None) -> str:
     return sha256_of({"step": step_type, "version": str(version), "params": params_json,
                       "prev": prev_key, "inputs": list(input_hashes), "uref": uref})
+
+
+def key_file_digests(paths) -> list[str]:
+    """``"path sha256"`` of each file a step names in its parameters
+    (``Step.key_files``); ``"path missing"`` for one that does not exist (the
+    step will say so when it runs)."""
+    out = []
+    for p in paths:
+        path = Path(p) if os.path.isabs(str(p)) else Path.cwd() / str(p)
+        out.append(f"{p} {file_sha256(path) if path.is_file() else 'missing'}")
+    return out
 
 
 def _strings(value):

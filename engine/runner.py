@@ -30,7 +30,7 @@ import yaml
 
 from . import registry
 from .atomic import write_text
-from .cache import file_records, find_in_dirs, import_record, product_files, record_valid, step_key
+from .cache import file_records, find_in_dirs, import_record, key_file_digests, product_files, record_valid, step_key
 from .errors import DrizzleflowError, OutputError, StepError
 from .executors import make_executor
 from .manifest import MANIFEST_NAME, file_sha256, load_manifest, save_manifest, software_versions
@@ -365,7 +365,10 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
     input_hashes = [i["sha256"] for i in inputs]
     keys, prev = [], None
     for spec in recipe.steps:
-        prev = step_key(spec.step, spec.cls.version, spec.params.model_dump(mode="json"), prev, input_hashes, uref)
+        # files the parameters name (region files, reference images) count as inputs
+        extra = key_file_digests(spec.cls.key_files(spec.params))
+        prev = step_key(spec.step, spec.cls.version, spec.params.model_dump(mode="json"), prev,
+                        input_hashes + extra, uref)
         keys.append(prev)
 
     def cached(spec, key):

@@ -57,6 +57,14 @@ class Step:
         stop a recipe that cannot succeed.  No products exist yet."""
 
     @classmethod
+    def key_files(cls, params: Params) -> list:
+        """Files outside the run that the step reads because its parameters name
+        them (region files, reference images, catalogs).  Their contents are part
+        of the step's cache key, so editing one reruns the step.  Relative paths
+        are taken from the current directory, as the steps themselves do."""
+        return []
+
+    @classmethod
     def describe(cls) -> str:
         """First line of the class docstring, for ``drizzleflow steps``."""
         doc = (cls.__doc__ or "").strip().splitlines()

@@ -46,10 +46,18 @@ class ToySource(Step):
     class Params(Params):
         length: int = Field(8, ge=1, le=4096, description="Number of elements of the array.")
         offset: float = Field(0.0, ge=-1e6, le=1e6, description="Constant added to every element.")
+        offset_file: str | None = Field(None, description="A text file holding one more constant to add "
+                                        "(a file the parameters name: its content is part of the cache key).")
+
+    @classmethod
+    def key_files(cls, params):
+        return [params.offset_file] if params.offset_file else []
 
     def run(self, context, params):
         sizes = [Path(p).stat().st_size for p in context.inputs] or [0]
         base = np.arange(params.length, dtype=np.float64) + params.offset
+        if params.offset_file:
+            base += float(Path(params.offset_file).read_text())
         array = base + float(sum(sizes) % 1000)
         context.put("toy_array", _save_array(context, context.step_name, array))
         _witness(context, context.step_name)

@@ -276,3 +276,24 @@ def test_exclude_list_naming_unknown_image_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         FindSources().run(_ctx(tmp_path, recs), FindSources.Params(**FS, exclude_list=str(lst)))
     assert "names 'ub999999m_c0m_cleanmask.fits', which is not one of the inputs (ua060500m)" in caplog.text
+
+
+def test_region_files_are_part_of_the_cache_key(tmp_path):
+    """find_sources names the region files it will read (each exclusion's file,
+    the exclude.list and the files it lists; not inline regions), and the cache
+    key changes when one of them is edited."""
+    from drizzleflow.engine.cache import key_file_digests
+    reg = tmp_path / "spikes.reg"
+    reg.write_text('image\ncircle(100,100,20)\n')
+    chip2 = tmp_path / "c2.reg"
+    chip2.write_text('image\nbox(50,50,10,10,0)\n')
+    lst = tmp_path / "exclude.list"
+    lst.write_text("ua060502m_c0m.fits none c2.reg\n")
+    params = FindSources.Params(exclusions=[{"region": str(reg)}, {"region": 'image; circle(5,5,2)'}],
+                                exclude_list=str(lst))
+    assert FindSources.key_files(params) == [str(reg), str(lst), str(chip2)]
+    before = key_file_digests(FindSources.key_files(params))
+    chip2.write_text('image\nbox(50,50,12,10,0)\n')
+    after = key_file_digests(FindSources.key_files(params))
+    assert before[:2] == after[:2] and before[2] != after[2]
+    assert FindSources.key_files(FindSources.Params()) == []

@@ -114,6 +114,23 @@ def test_changing_only_the_last_step_reruns_only_it(work):
     assert total(work / "out") == pytest.approx(2 * before)
 
 
+def test_editing_a_file_the_params_name_reruns_from_that_step(work):
+    """A file named in a step's parameters (a region file, a reference image:
+    ``Step.key_files``) is part of the cache key: editing it reruns the step and
+    everything after it; an untouched one keeps the cache."""
+    extra = work / "offset.txt"
+    extra.write_text("1.5")
+    over = [f"toy_source.offset_file={extra}"]
+    run_recipe(load_recipe(work / "toy.yaml", over, cwd=work))
+    first = total(work / "out")
+    r = run_recipe(load_recipe(work / "toy.yaml", over, cwd=work))
+    assert [s.status for s in r.steps] == ["cached"] * 4
+    extra.write_text("2.5")
+    r = run_recipe(load_recipe(work / "toy.yaml", over, cwd=work))
+    assert [s.status for s in r.steps] == ["ran"] * 4
+    assert total(work / "out") != pytest.approx(first)
+
+
 def test_deleted_product_file_invalidates_that_step(work):
     run_recipe(load_recipe(work / "toy.yaml", cwd=work))
     (work / "out" / "toy" / "toy_drizzle.npy").unlink()

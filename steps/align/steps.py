@@ -158,6 +158,21 @@ class FindSources(Step):
 
     name = "find_sources"
     Params = FindSourcesParams
+
+    @classmethod
+    def key_files(cls, params):
+        """Region files (inline regions are in the parameters already), the
+        exclude.list and the region files it names."""
+        files = [x.region for x in params.exclusions if "(" not in x.region]
+        if params.exclude_list:
+            files.append(params.exclude_list)
+            p = Path(params.exclude_list)
+            try:
+                listed = M.read_exclude_list(p if p.is_absolute() else Path.cwd() / p)
+            except M.RegionFileError:
+                listed = {}   # reported when the step runs
+            files += [str(r) for chips in listed.values() for r in chips if r is not None]
+        return files
     reads = ("exposures",)
     writes = ("catalogs",)
     version = "1"
@@ -356,6 +371,10 @@ class Align(Step):
     reads = ("exposures", "catalogs")
     writes = ("alignment",)
     version = "1"
+
+    @classmethod
+    def key_files(cls, params):
+        return [params.refcat] if params.refcat else []
 
     def _fail(self, context, params, root, reason, results):
         msg = f"{root}: alignment failed: {reason}; its WCS is left unchanged"

@@ -35,7 +35,7 @@ from .chip_feed import ChipFeed, ChipSpill, chip_rows, one_ahead
 from .common import (add_chip, clear_cache, exposure_records, finish_rows, new_drizzle, pixmap_for, sky_for,
                      trim_heap)
 from .geometry import archive_geometry, exposure_cells, gather_geometry
-from .grid_params import GRID_ALIASES, GridFields, resolve_grid
+from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import Grid, grid_to_product
 from .banding import BandWriter, bands as _bands
 from .products import _kind_header, product_header, write_products
@@ -89,6 +89,10 @@ class DrizzleFinalStep(Step):
     aliases = {"driz_combine": "enabled", "final_wht_type": "wht_type", "final_wt_scl": "wt_scl",
                "final_kernel": "kernel", "final_pixfrac": "pixfrac", "final_fillval": "fillval",
                "final_bits": "bits", "final_units": "units", **GRID_ALIASES("final")}
+
+    @classmethod
+    def key_files(cls, params):
+        return grid_key_files(params)
 
     class Params(Params, GridFields):
         enabled: bool = Field(True, description="Run the final drizzle.")

@@ -20,7 +20,7 @@ from .common import (Scratch, add_chip, band_window, clear_cache, exposure_recor
 from .banding import BandWriter, bands
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
-from .grid_params import GRID_ALIASES, GridFields, resolve_grid
+from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import grid_to_product
 
 __all__ = ["DrizzleSeparateStep"]
@@ -39,6 +39,10 @@ class DrizzleSeparateStep(Step):
     aliases = {"driz_separate": "enabled", "driz_sep_kernel": "kernel", "driz_sep_pixfrac": "pixfrac",
                "driz_sep_fillval": "fillval", "driz_sep_bits": "bits", "driz_sep_wt_scl": "wt_scl",
                **GRID_ALIASES("driz_sep")}
+
+    @classmethod
+    def key_files(cls, params):
+        return grid_key_files(params)
 
     class Params(Params, GridFields):
         enabled: bool = Field(True, description="Run the separate drizzle (needed by median, blot "

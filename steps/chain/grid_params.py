@@ -9,7 +9,7 @@ from drizzleflow.engine.legacy import OptionalFloat
 
 from .output_wcs import check_size, custom_grid, default_grid, grid_from_image
 
-__all__ = ["GridFields", "resolve_grid", "GRID_ALIASES"]
+__all__ = ["GridFields", "resolve_grid", "grid_key_files", "GRID_ALIASES"]
 
 
 def GRID_ALIASES(prefix: str) -> dict[str, str]:
@@ -72,3 +72,8 @@ def resolve_grid(params, chips, step: str, force: bool, custom: bool = True):
     except (ValueError, OSError) as exc:
         raise StepError(step, f"output grid: {exc}") from None
     return grid
+
+
+def grid_key_files(params) -> list:
+    """The reference image a custom grid is read from (``Step.key_files``)."""
+    return [params.refimage] if params.wcs and params.refimage else []
