@@ -772,11 +772,18 @@ def _finish_point(spec, res, results, done_dirs, reports):
 
 
 def _point_job(args):
-    """Worker-process entry: run one point, return its result or the error as text."""
-    p, reuse, opts = args
+    """Worker-process entry: run one point (or, given a step name, its recipe up
+    to that step, with no result); return the result or the error as text."""
+    p, reuse, opts, stop = (*args, None)[:4]
     from .errors import DrizzleflowError
+    from .runner import run_recipe
+    out = Path(p.recipe.output).resolve()
     try:
-        return "ok", _run_point(p, Path(p.recipe.output).resolve(), reuse, None, dict(opts, progress=False))
+        if stop is not None:
+            run_recipe(p.recipe, out, overwrite=opts["overwrite"], force=opts["force"], reuse_from=reuse,
+                       progress=False, stop_after=stop)
+            return "ok", None
+        return "ok", _run_point(p, out, reuse, None, dict(opts, progress=False))
     except DrizzleflowError as exc:
         return "error", f"sweep point #{p.index:03d} {p.name}: {exc}"
 
@@ -800,19 +807,6 @@ def _worker_pool(npoints, parallel, how=""):
     log.info("sweep: running %d points, %d at a time (%d core thread(s) each)%s", npoints, nproc, threads,
              f", {how}" if how else "")
     return ProcessPoolExecutor(max_workers=nproc, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
-
-
-def _partial_job(args):
-    """Worker-process entry: run one point's recipe up to a step (no result file)."""
-    p, reuse, opts, stop = args
-    from .errors import DrizzleflowError
-    from .runner import run_recipe
-    try:
-        run_recipe(p.recipe, Path(p.recipe.output).resolve(), overwrite=opts["overwrite"], force=opts["force"],
-                   reuse_from=reuse, progress=False, stop_after=stop)
-        return "ok", None
-    except DrizzleflowError as exc:
-        return "error", f"sweep point #{p.index:03d} {p.name}: {exc}"
 
 
 def _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports):
@@ -839,7 +833,7 @@ def _run_pipelined(spec, pending, parallel, results, done_dirs, opts, reports):
             if stop is None:
                 futs[pool.submit(_point_job, (p, reuse, opts))] = ("full", p)
             else:
-                futs[pool.submit(_partial_job, (p, reuse, opts, stop))] = ("partial", p)
+                futs[pool.submit(_point_job, (p, reuse, opts, stop))] = ("partial", p)
         while futs:
             done, _ = wait(futs, return_when=FIRST_COMPLETED)
             for fut in done:

@@ -156,8 +156,8 @@ def test_banded_final_matches_single_pass(run):
 def test_failed_banded_final_leaves_no_partial_products(run, monkeypatch):
     """A final drizzle that fails after its first band was written leaves
     neither products nor temporary files behind (the earlier products stay)."""
-    from drizzleflow.steps.chain import drizzle_final
-    real, calls = drizzle_final.finish_rows, []
+    from drizzleflow.steps.drizzle.core import Drizzle
+    real, calls = Drizzle.iter_finished, []
 
     def failing(*args, **kw):
         calls.append(1)
@@ -165,7 +165,7 @@ def test_failed_banded_final_leaves_no_partial_products(run, monkeypatch):
             raise RuntimeError("disk full")
         return real(*args, **kw)
 
-    monkeypatch.setattr(drizzle_final, "finish_rows", failing)
+    monkeypatch.setattr(Drizzle, "iter_finished", failing)
     before = sorted(p.name for p in run.outdir.iterdir())
     kw = dict(TUTORIAL[-1][1], root="broken", band_mb=8)
     run.step_name = "drizzle_final"

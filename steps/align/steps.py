@@ -158,6 +158,9 @@ class FindSources(Step):
 
     name = "find_sources"
     Params = FindSourcesParams
+    reads = ("exposures",)
+    writes = ("catalogs",)
+    version = "1"
 
     @classmethod
     def key_files(cls, params):
@@ -173,9 +176,6 @@ class FindSources(Step):
                 listed = {}   # reported when the step runs
             files += [str(r) for chips in listed.values() for r in chips if r is not None]
         return files
-    reads = ("exposures",)
-    writes = ("catalogs",)
-    version = "1"
 
     def run(self, context, params):
         recs = context.get("exposures")

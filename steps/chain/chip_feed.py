@@ -113,7 +113,7 @@ class ChipSpill:
 
 @dataclass
 class ReadyChip:
-    """One chip of one exposure, prepared for a band (``region is False``: it
+    """One chip of one exposure, prepared for a band (``pixmap is None``: it
     cannot land in the band and nothing else was computed)."""
 
     exp: ExposureInfo
@@ -122,7 +122,6 @@ class ReadyChip:
     uid: int                    # 0-based input id over all chips (the context bit)
     rho: float                  # output scale / chip scale
     sky: float                  # sky subtracted from the data (electrons per pixel)
-    region: object = False      # None: drizzle what is here; False: skip (cannot land in the band)
     box: Optional[tuple] = None  # (y0, y1, x0, x1): the part of the chip that can land in the band
     pixmap: Optional[np.ndarray] = None
     data: Optional[np.ndarray] = None
@@ -179,7 +178,7 @@ class ChipFeed:
                 for u in range(int(self.first_uid[n]), int(self.first_uid[n + 1])):
                     yield self._prepare_spilled(u)
                 continue
-            exp = load_exposure(self.context, self.recs[n], False)
+            exp = load_exposure(self.context, self.recs[n])
             info, pending = ExposureInfo.of(exp), list(enumerate(exp.chips))
             del exp   # from here each chip lives only as long as its item (and `pending`)
             if self.first_uid is not None:
@@ -236,7 +235,6 @@ class ChipFeed:
             if placed is None:
                 return False
             item.box, item.pixmap = placed
-        item.region = None
         return True
 
     def _data_good(self, info, k, chip, sky):

@@ -17,9 +17,9 @@ from drizzleflow.engine.errors import StepError
 
 from ..instruments.bits import good_mask
 
-__all__ = ["load_exposure", "clear_cache", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["IdentityCache", "load_exposure", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "finish_rows", "blot_chip", "THREADS", "core_threads"]
+           "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
 log = logging.getLogger("drizzleflow.chain")
 
@@ -48,17 +48,29 @@ def exposure_records(context, step: str) -> list[dict]:
     return list(recs)
 
 
-#: Exposures read by earlier steps of this process, keyed by file identity
-#: (path, size, mtime of both files); a step that rewrites a working copy
-#: changes its identity, so stale entries are never returned.
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-#: how many exposures to keep (each WFPC2 exposure is ~15 MB in memory).  0: none.
-#: Keeping the six M2 exposures saved the sky step re-reading them after
-#: static_mask (~0.25 s of CPU) but held 90 MB through static_mask and sky (and
-#: again through cosmic_rays, whose entries go stale when it writes the CR bits):
-#: static_mask peaked at 285 MiB with them, 220 without.
-CACHE_SIZE = 0
+class IdentityCache:
+    """A small thread-safe LRU of read-only objects keyed by file identity (the
+    key changes when the file does, so a stale entry is never served)."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = int(size), OrderedDict(), threading.Lock()
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+    def get(self, key, make):
+        """The cached object of ``key``, else ``make()`` (outside the lock), kept."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
 
 
 def _identity(*paths):
@@ -67,14 +79,6 @@ def _identity(*paths):
         st = Path(p).stat()
         out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
     return tuple(out)
-
-
-def clear_cache():
-    """Forget cached exposures (memory-heavy steps call this first).  The
-    small WCS cache is kept: its keys include the file identity."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
-    trim_heap()
 
 
 def trim_heap():
@@ -101,8 +105,7 @@ _LIBC = None
 #: working copies of a sweep's points share entries) and the extension index;
 #: shared read-only.  (Exposures stay keyed by path: they carry the paths that
 #: steps write back to.)
-_WCS: "OrderedDict[tuple, object]" = OrderedDict()
-WCS_CACHE_SIZE = 256
+_WCS = IdentityCache(256)
 
 
 def chip_wcs_for(path):
@@ -113,47 +116,28 @@ def chip_wcs_for(path):
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def wcs_for(hdul, ext):
-        key = (ident, int(ext))
-        with _CACHE_LOCK:
-            w = _WCS.get(key)
-        if w is None:
-            w = chip_wcs(hdul, ext)
-            with _CACHE_LOCK:
-                _WCS[key] = w
-                while len(_WCS) > WCS_CACHE_SIZE:
-                    _WCS.popitem(last=False)
-        return w
+        return _WCS.get((ident, int(ext)), lambda: chip_wcs(hdul, ext))
     return wcs_for
 
 
-def load_exposure(context, rec, cache=True):
+def load_exposure(context, rec):
     """Open one exposure (working copies) as an :class:`Exposure` in electrons.
 
     The CR bit is cleared on reading (AstroDrizzle's ``resetbits=4096``): flags
     from an earlier run must not change what this run computes; the cosmic-ray
-    mask travels as the ``crmasks`` product instead.  With ``cache`` (and
-    :data:`CACHE_SIZE` > 0) exposures are shared between the steps of one
-    process until their files change; treat them as read-only.
+    mask travels as the ``crmasks`` product instead.  Every call reads the
+    files: keeping the six M2 exposures between steps saved the sky step
+    ~0.25 s of CPU but held 90 MB through static_mask and sky (static_mask
+    peaked at 285 MiB with them, 220 without).  Chip WCS objects are shared
+    (:func:`chip_wcs_for`).  Pixel arrays are read-only.
     """
     from drizzleflow.steps.instruments.model import CR_BIT
     from drizzleflow.steps.instruments.wfpc2 import open_exposure
     sci, dq = context.abs(rec["sci"]), context.abs(rec["dq"])
-    key = _identity(sci, dq)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
     exp = open_exposure(sci, dq, ignore_bits=CR_BIT, wcs_for=chip_wcs_for(sci))
     for c in exp.chips:
         c.sci.flags.writeable = False
         c.dq.flags.writeable = False
-    if cache and CACHE_SIZE > 0:
-        with _CACHE_LOCK:
-            for k in [k for k in _CACHE if k[0][0] == key[0][0]]:
-                del _CACHE[k]  # older versions of the same file
-            _CACHE[key] = exp
-            while len(_CACHE) > CACHE_SIZE:
-                _CACHE.popitem(last=False)
     return exp
 
 
@@ -187,8 +171,7 @@ def sky_for(context, chip, kind: str = "computed") -> float:
 
 #: static masks read, by file identity: one file serves every chip of its
 #: signature (4 files for the 24 M2 chips, 0.64 MB each as bool)
-_STATIC: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_STATIC_SIZE = 8
+_STATIC = IdentityCache(8)
 
 
 def static_mask_for(context, chip):
@@ -200,18 +183,12 @@ def static_mask_for(context, chip):
     if not rel:
         return None
     path = context.abs(rel)
-    key = _identity(path)
-    with _CACHE_LOCK:
-        if key in _STATIC:
-            _STATIC.move_to_end(key)
-            return _STATIC[key]
-    mask = fits.getdata(path).astype(bool)
-    mask.flags.writeable = False
-    with _CACHE_LOCK:
-        _STATIC[key] = mask
-        while len(_STATIC) > _STATIC_SIZE:
-            _STATIC.popitem(last=False)
-    return mask
+
+    def read():
+        mask = fits.getdata(path).astype(bool)
+        mask.flags.writeable = False
+        return mask
+    return _STATIC.get(_identity(path), read)
 
 
 def write_image(path, data, header=None, extra_hdus=()) -> Path:
@@ -309,7 +286,7 @@ def new_drizzle(shape, kernel, fillval, context=True):
     return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval, disable_ctx=not context)
 
 
-def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id, region=None):
+def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):
     """Drizzle one chip in electrons onto ``driz``; output in e-/s per output pixel.
 
     ``input_id`` is the 0-based context id.
@@ -319,15 +296,7 @@ def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, inpu
     """
     driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
-                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=core_threads(),
-                   **(region or {}))
-
-
-def finish_rows(driz, block=256, scale=1.0):
-    """Row blocks ``(sci, wht, ctx)`` of a finished drizzle (``Drizzle.iter_finished``):
-    a product streamed to its file needs no second full-size copy of the output
-    (the accumulators alone are 12 bytes per pixel)."""
-    return driz.iter_finished(block=block, scale=scale)
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=core_threads())
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):

@@ -32,8 +32,7 @@ from drizzleflow.engine.step import Params, Step
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .chip_feed import ChipFeed, ChipSpill, chip_rows, one_ahead
-from .common import (add_chip, clear_cache, exposure_records, finish_rows, new_drizzle, pixmap_for, sky_for,
-                     trim_heap)
+from .common import add_chip, exposure_records, new_drizzle, pixmap_for, sky_for, trim_heap
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -121,8 +120,8 @@ class DrizzleFinalStep(Step):
                              "(12 bytes per output pixel: the default holds a 4-Mpix grid; the M2 mosaic "
                              "at 0.0455\" takes three bands). Larger outputs are drizzled in bands of "
                              "rows, each written as soon as it is done: less memory, pixels equal to a "
-                             "single pass but for the last float32 bit of some, pixel maps recomputed "
-                             "per band (~0.15 s of CPU per extra band on M2).")
+                             "single pass but for the last float32 bit of some; each band maps and "
+                             "drizzles only the part of a chip that can reach it.")
 
         @field_validator("wht_type")
         @classmethod
@@ -156,7 +155,7 @@ class DrizzleFinalStep(Step):
             context.put("final", {})
             return
         t0 = time.monotonic()
-        clear_cache()  # the largest step: keep only what it needs in memory
+        trim_heap()  # the largest step: start from what earlier steps freed
         geoms = gather_geometry(context, self.name)
         grid = self._checked_grid(context, params, geoms)
         recs = exposure_records(context, self.name)
@@ -199,10 +198,9 @@ class DrizzleFinalStep(Step):
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
                 nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 for item in context.progress(one_ahead(feed.chips(todo)), desc=desc, total=nchips):
-                    if item.region is not False:
+                    if item.pixmap is not None:
                         add_chip(driz, item.data, item.pixmap, exptime=item.chip.exptime, weight=item.weight,
-                                 pixfrac=params.pixfrac, pscale_ratio=item.rho, input_id=item.uid,
-                                 region=item.region or None)
+                                 pixfrac=params.pixfrac, pscale_ratio=item.rho, input_id=item.uid)
                     if bi == 0:
                         entry = prov.add(item)
                         if per_chip is not None:
@@ -277,7 +275,7 @@ class _ProductWriter:
             names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
             self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
                                       {"sci": -32, "wht": -32, "ctx": 32})
-        for sci, wht, ctx in finish_rows(driz, scale=self.texp if p.units == "counts" else 1.0):
+        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0):
             self.zero_weight += int((wht <= 0).sum())
             self._writer.write(sci=sci, wht=wht, ctx=ctx)
 

@@ -14,9 +14,8 @@ from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .common import (Scratch, add_chip, band_window, clear_cache, exposure_records, finish_rows,
-                     good_from_bits, load_exposure, new_drizzle, pixmap_for, sky_for, static_mask_for,
-                     trim_heap, windowed_map_for)
+from .common import (Scratch, add_chip, band_window, exposure_records, good_from_bits, load_exposure,
+                     new_drizzle, pixmap_for, sky_for, static_mask_for, trim_heap, windowed_map_for)
 from .banding import BandWriter, bands
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
@@ -91,11 +90,11 @@ class DrizzleSeparateStep(Step):
         hdr = grid.wcs.to_header()
         recs = exposure_records(context, self.name)
 
-        clear_cache()  # entries read before the sky step wrote MDRIZSKY are stale anyway
+        trim_heap()  # start from what earlier steps freed
         row_bands = bands(grid.shape[0], grid.shape[1], params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
 
         def one(rec, scratch=None):
-            exp = load_exposure(context, rec, cache=False)
+            exp = load_exposure(context, rec)
             root, exptime = exp.root, float(exp.exptime)
             bsky = min(sky_for(context, c, "subtracted") for c in exp.chips)
             rn = float(np.sqrt(np.mean([c.rdnoise ** 2 for c in exp.chips])))
@@ -153,7 +152,7 @@ class DrizzleSeparateStep(Step):
                     if writer is None:
                         writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
                     # streamed in row blocks: no second full-size copy of the single in memory
-                    for sci, wht, _ in finish_rows(driz):
+                    for sci, wht, _ in driz.iter_finished():
                         w = wht[wht > 1e-8]
                         wsum += float(w.sum(dtype=np.float64))
                         wcount += int(w.size)

@@ -3,20 +3,20 @@ and the overlap test between exposures on an output grid."""
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
 from drizzleflow.steps.instruments.model import ChipGeom
 from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
 
+from .common import IdentityCache
+
 __all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", "check_overlap"]
 
 
 def gather_geometry(context, step) -> list[ChipGeom]:
     """Geometry of every chip of every exposure, in input order (headers and
-    WCS only: no pixel data is read; WCS objects shared with the exposure cache)."""
+    WCS only: no pixel data is read; WCS objects shared with load_exposure)."""
     from .common import chip_wcs_for, exposure_records
     out = []
     for rec in exposure_records(context, step):
@@ -27,24 +27,13 @@ def gather_geometry(context, step) -> list[ChipGeom]:
 
 #: archive geometry by file identity (device, inode, size, mtime): the preflight
 #: of drizzle_separate and of drizzle_final read the same inputs; shared read-only
-_ARCHIVE: "OrderedDict[tuple, list]" = OrderedDict()
-_ARCHIVE_LOCK = threading.Lock()
-ARCHIVE_CACHE_SIZE = 64
+_ARCHIVE = IdentityCache(64)
 
 
 def _archive_chips(path) -> list[ChipGeom]:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    with _ARCHIVE_LOCK:
-        if key in _ARCHIVE:
-            _ARCHIVE.move_to_end(key)
-            return _ARCHIVE[key]
-    geoms = chip_geometry(path)
-    with _ARCHIVE_LOCK:
-        _ARCHIVE[key] = geoms
-        while len(_ARCHIVE) > ARCHIVE_CACHE_SIZE:
-            _ARCHIVE.popitem(last=False)
-    return geoms
+    return _ARCHIVE.get(key, lambda: chip_geometry(path))
 
 
 def archive_geometry(paths) -> list[ChipGeom]:

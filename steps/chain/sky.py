@@ -142,6 +142,7 @@ class SkyStep(Step):
 
     def run(self, context, params):
         recs, chips_info = [], []
+
         def chip_info(exp, chip):
             info = {"key": chip_key(chip), "root": exp.root, "extver": chip.extver,
                     "gain": chip.gain, "area": chip.pscale ** 2, "exptime": chip.exptime,

@@ -557,6 +557,23 @@ cdef inline void _piece(double* p, double t0, double t1, double dv, double du, d
     p[1] += a1
 
 
+cdef inline void _line_walk(double* p, double t, double dt, Py_ssize_t step, double dum,
+                            double dv, double du, double um) noexcept nogil:
+    """Deposit an edge that stays in one row (``step`` = +-1 cells, ``dum`` the
+    same) or in one column (``step`` = +-LS, ``dum`` = 0): its pieces end where
+    the edge parameter reaches ``t``, ``t + dt``, ... (the cell borders) or 1."""
+    cdef double t0 = 0.0, t1
+    while True:
+        t1 = t if t < 1.0 else 1.0
+        _piece(p, t0, t1, dv, du, um)
+        if t1 >= 1.0:
+            return
+        p += step
+        um -= dum
+        t += dt
+        t0 = t1
+
+
 cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
                                double* base) noexcept nogil:
     """One-channel ``_edge2_inside`` for the local drop buffer (row stride LS).
@@ -609,30 +626,16 @@ cdef inline void _edge1_inside(double u0, double v0, double u1, double v1,
         p[0] += dv - a1
         p[1] += a1
         return
-    t0 = 0.0
     if one_row:
         dtc = 1.0 / fabs(du)
-        tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
-        while True:
-            t1 = tc if tc < 1.0 else 1.0
-            _piece(p, t0, t1, dv, du, um)
-            if t1 >= 1.0:
-                return
-            p += sc
-            um -= <double>sc
-            tc += dtc
-            t0 = t1
+        _line_walk(p, (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc, dtc, sc, <double>sc, dv, du, um)
+        return
     dtr = 1.0 / fabs(dv)
     tr = (fr + 1.0 - v0 if dv > 0.0 else v0 - fr) * dtr
     if one_col:
-        while True:
-            t1 = tr if tr < 1.0 else 1.0
-            _piece(p, t0, t1, dv, du, um)
-            if t1 >= 1.0:
-                return
-            p += sr
-            tr += dtr
-            t0 = t1
+        _line_walk(p, tr, dtr, sr, 0.0, dv, du, um)
+        return
+    t0 = 0.0
     dtc = 1.0 / fabs(du)
     tc = (fc + 1.0 - u0 if du > 0.0 else u0 - fc) * dtc
     while True:
