@@ -53,8 +53,10 @@ class Step:
 
     def preflight(self, context: "Context", params: Params) -> None:
         """Cheap checks on the archive inputs (``context.inputs``) that the runner
-        calls for every step before any step runs; raise a ``DrizzleflowError`` to
-        stop a recipe that cannot succeed.  No products exist yet."""
+        calls for every step that will run, before the first of them runs; raise a
+        ``DrizzleflowError`` to stop a recipe that cannot succeed.  No products exist
+        yet.  ``run`` must make the same checks before it starts work: the first step
+        to run is not preflighted (nothing runs before it)."""
 
     @classmethod
     def key_files(cls, params: Params) -> list:

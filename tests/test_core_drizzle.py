@@ -482,6 +482,16 @@ def test_iter_finished_blocks_equal_finish():
     np.testing.assert_array_equal(sctx, ctx[0])
     assert (wht == 0).any() and (simg[wht == 0] == np.float32(-7.0)).all()
     np.testing.assert_array_equal(simg[wht > 0], img[wht > 0] * np.float32(2.5))
+    # reused block arrays: the same values, block after block, in the same two arrays
+    seen, ids = [], set()
+    for bi, bw, _ in drz.iter_finished(block=16, scale=2.5, reuse=True):
+        seen.append((bi.copy(), bw.copy()))
+        ids.add((bi.__array_interface__["data"][0], bw.__array_interface__["data"][0]))
+        bi[...] = np.nan   # the consumer may change them: the next block is complete anyway
+        bw[...] = np.nan
+    assert len(ids) == 1 and [b[0].shape for b in seen] == [b[0].shape for b in blocks]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in seen]), simg)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in seen]), swht)
 
 
 def test_avx2_build_gives_the_generic_builds_bits(monkeypatch):

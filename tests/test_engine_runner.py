@@ -82,6 +82,10 @@ def test_preflight_only_for_steps_that_will_run(work):
     assert log.read_text().split() == ["toy_drizzle"]
     run_recipe(load_recipe(work / "toy.yaml", ["scale.factor=6"], cwd=work))    # upstream of it changed
     assert log.read_text().split() == ["toy_drizzle", "toy_drizzle"]
+    # the first step to run checks in its own run, before its work: not preflighted
+    r = run_recipe(load_recipe(work / "toy.yaml", ["scale.factor=6", "toy_drizzle.pixfrac=0.5"], cwd=work))
+    assert [s.status for s in r.steps] == ["cached", "cached", "ran", "ran"]
+    assert log.read_text().split() == ["toy_drizzle", "toy_drizzle"]
 
 
 def test_stop_after_is_a_partial_run_that_a_later_run_continues(work):

@@ -201,3 +201,57 @@ def test_static_mask_read_once_per_file_version(tmp_path, monkeypatch):
     c = common.static_mask_for(context, chip)
     assert len(reads) == 2 and not c[3, 3]
     assert common.static_mask_for(SimpleNamespace(get=lambda k, d=None: {}, abs=None), chip) is None
+
+
+def test_chip_wcs_kept_across_a_keyword_rewrite(tmp_path):
+    """MDRIZSKY written by the sky step rewrites the working copy: under
+    ``wcs_kept`` the cached chip WCS serve the new file (same objects, and the
+    same transformation as a WCS built afresh from it); a plain rewrite does not."""
+    from drizzleflow.steps.chain import common
+    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords
+    from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
+
+    S.write_references(tmp_path / "uref")
+    pairs = S.make_set(tmp_path / "arch", 1)
+    made = ingest_pairs([pairs[0][0]], tmp_path / "out", updatewcs=True, uref=str(tmp_path / "uref"))
+    sci = made[0]["sci"]
+    before = [g.wcs for g in chip_geometry(sci, None, common.chip_wcs_for(sci))]
+    with common.wcs_kept(sci):
+        set_sci_keywords(sci, {1: {"MDRIZSKY": 2.5}, 2: {"MDRIZSKY": 3.0}})
+    after = [g.wcs for g in chip_geometry(sci, None, common.chip_wcs_for(sci))]
+    assert all(a is b for a, b in zip(after, before)) and len(after) == 4
+    fresh = [g.wcs for g in chip_geometry(sci)]
+    xy = np.array([[0.0, 0.0], [400.0, 300.0], [799.0, 799.0]])
+    for a, f in zip(after, fresh):
+        assert np.allclose(a.all_pix2world(xy, 0), f.all_pix2world(xy, 0), rtol=0, atol=1e-12)
+    set_sci_keywords(sci, {1: {"MDRIZSKY": 4.0}})
+    again = [g.wcs for g in chip_geometry(sci, None, common.chip_wcs_for(sci))]
+    assert not any(a is b for a, b in zip(again, before))
+
+
+def test_band_writer_consumed_blocks_give_the_copied_file(tmp_path):
+    """``write_consumed`` swaps the caller's blocks in place instead of copying
+    them: the files are byte-identical to ``write``'s; blocks of another type
+    are converted (and left as they were)."""
+    from drizzleflow.steps.chain.banding import BandWriter
+
+    rng = np.random.default_rng(3)
+    sci = rng.normal(size=(10, 7)).astype(np.float32)
+    ctx = rng.integers(0, 2**31 - 1, size=(10, 7)).astype(np.int32)
+    med64 = rng.normal(size=(10, 7))
+    files = {}
+    for how in ("write", "write_consumed"):
+        paths = {k: tmp_path / f"{how}_{k}.fits" for k in ("sci", "ctx", "med")}
+        w = BandWriter(paths, {k: fits.Header() for k in paths}, (10, 7), {"ctx": 32})
+        m = med64.copy()
+        for y0 in (0, 4, 8):
+            y1 = min(10, y0 + 4)
+            getattr(w, how)(sci=sci[y0:y1].copy(), ctx=ctx[y0:y1].copy(), med=m[y0:y1])
+        w.close()
+        assert (m == med64).all()   # float64 rows were converted into a copy
+        files[how] = {k: p.read_bytes() for k, p in paths.items()}
+    assert files["write"] == files["write_consumed"]
+    with fits.open(tmp_path / "write_consumed_sci.fits") as h:
+        assert (h[0].data == sci).all()
+    with fits.open(tmp_path / "write_consumed_ctx.fits") as h:
+        assert (h[0].data == ctx).all() and h[0].header["BITPIX"] == 32

@@ -3,6 +3,7 @@ product, DQ masks, per-chip sky values, FITS writes into the output folder, and
 the thin adapter over the Cython core's API."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ from ..instruments.bits import good_mask
 
 __all__ = ["IdentityCache", "load_exposure", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
-           "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
+           "wcs_kept", "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
 log = logging.getLogger("drizzleflow.chain")
 
@@ -58,6 +59,16 @@ class IdentityCache:
     def clear(self):
         with self._lock:
             self._items.clear()
+
+    def copy_entries(self, rename):
+        """Serve each entry also under ``rename(key)`` (where not ``None``)."""
+        with self._lock:
+            for key, value in list(self._items.items()):
+                new = rename(key)
+                if new is not None:
+                    self._items[new] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
     def get(self, key, make):
         """The cached object of ``key``, else ``make()`` (outside the lock), kept."""
@@ -108,16 +119,33 @@ _LIBC = None
 _WCS = IdentityCache(256)
 
 
+def _file_ident(path):
+    st = Path(path).stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def chip_wcs_for(path):
     """A ``wcs_for(hdul, ext)`` callable serving cached WCS objects of ``path``
     (the file's identity taken now, before it is read)."""
     from drizzleflow.steps.instruments.wfpc2.reader import chip_wcs
-    st = Path(path).stat()
-    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    ident = _file_ident(path)
 
     def wcs_for(hdul, ext):
         return _WCS.get((ident, int(ext)), lambda: chip_wcs(hdul, ext))
     return wcs_for
+
+
+@contextlib.contextmanager
+def wcs_kept(path):
+    """Around a rewrite of ``path`` that leaves its WCS keywords, lookup tables and
+    extension order alone (MDRIZSKY): the chip WCS cached for the old file serve
+    the new one (the sky step's rewrite otherwise cost every later step a fresh
+    WCS per chip, 24 x ~8 ms on M2)."""
+    old = _file_ident(path)
+    yield
+    new = _file_ident(path)
+    if new != old:
+        _WCS.copy_entries(lambda key: (new, key[1]) if key[0] == old else None)
 
 
 def load_exposure(context, rec):

@@ -275,9 +275,11 @@ class _ProductWriter:
             names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
             self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
                                       {"sci": -32, "wht": -32, "ctx": 32})
-        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0):
+        # the band's accumulators are dropped after this: its context rows, like the
+        # reused finish blocks, are byte-swapped in place on their way to the file
+        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True):
             self.zero_weight += int((wht <= 0).sum())
-            self._writer.write(sci=sci, wht=wht, ctx=ctx)
+            self._writer.write_consumed(sci=sci, wht=wht, ctx=ctx)
 
     def close(self) -> dict:
         return self._writer.close() if self._writer is not None else self._paths

@@ -152,11 +152,11 @@ class DrizzleSeparateStep(Step):
                     if writer is None:
                         writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
                     # streamed in row blocks: no second full-size copy of the single in memory
-                    for sci, wht, _ in driz.iter_finished():
+                    for sci, wht, _ in driz.iter_finished(reuse=True):
                         w = wht[wht > 1e-8]
                         wsum += float(w.sum(dtype=np.float64))
                         wcount += int(w.size)
-                        writer.write(sci=sci, wht=wht)
+                        writer.write_consumed(sci=sci, wht=wht)
                     del driz
                 writer.close()
             except BaseException:

@@ -28,7 +28,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat, indef_to_none
 from drizzleflow.engine.step import Params, Step
 
-from .common import THREADS, chip_key, good_from_bits, iter_exposures, static_mask_for
+from .common import THREADS, chip_key, good_from_bits, iter_exposures, static_mask_for, wcs_kept
 from .imagestats import clipped_stats
 
 __all__ = ["SkyStep", "chip_statistic", "combine_sky", "match_offsets"]
@@ -191,7 +191,8 @@ class SkyStep(Step):
             by_file.setdefault(c["sci_path"], {})[c["extver"]] = {
                 "MDRIZSKY": (round(c["subtracted"] / c["gain"], 6), "Sky value computed by drizzleflow (DN)")}
         for path, kws in by_file.items():
-            set_sci_keywords(path, kws)
+            with wcs_kept(path):
+                set_sci_keywords(path, kws)
         for c in chips_info:
             context.log.info("sky %s[sci,%d] = %.4g e- (%.4g DN)", c["root"], c["extver"],
                              c["subtracted"], c["subtracted"] / c["gain"])
