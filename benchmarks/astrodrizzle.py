@@ -16,7 +16,8 @@ time and peak RSS of that process):
    new-format working copies our ingest produced (DGEOFILE set to N/A, CR
    bits of our run cleared by its ``resetbits``), on the same output grid
    (``final_wcs`` = our grid) so pixels can be compared one to one;
-4. drizzleflow again with only ``drizzle_final.pixfrac`` changed (cache).
+4. drizzleflow again with only ``drizzle_final.pixfrac`` changed (cache),
+   and that command once more, every step cached: the floor under any rerun.
 
 Prints wall time, peak RSS, the ratios, and a pixel comparison of the two
 final images where both have weight.  AstroDrizzle's WFPC2 output is
@@ -168,10 +169,16 @@ def main(argv=None):
     t_rerun, m_rerun = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours", "drizzle_final.pixfrac=0.8"],
                              wd / "ours_rerun.log")
     print(f"drizzleflow rerun, only drizzle_final.pixfrac changed: {t_rerun:7.2f} s wall, {m_rerun:7.1f} MiB")
+    # the same command again: every step cached, so this is what any rerun costs before
+    # its first step runs (interpreter, imports, recipe, cache checks)
+    t_cached, _ = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours", "drizzle_final.pixfrac=0.8"],
+                        wd / "ours_cached.log")
+    print(f"drizzleflow run with every step cached (floor of any rerun): {t_cached:7.2f} s wall")
     # restore the pixfrac=1.0 products for the comparison (from the cache)
     timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours_restore.log")
 
-    result = {"size": a.size, "nexp": a.nexp, "ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun}
+    result = {"size": a.size, "nexp": a.nexp, "ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun,
+              "cached_s": t_cached}
     if not a.skip_ad:
         ad_dir = wd / "ad_run"
         prepare_ad_inputs(wd / "ours" / "work", ad_dir)
@@ -182,7 +189,8 @@ def main(argv=None):
         t_ad, m_ad = timed([a.benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / "ad.log", env=env)
         print(f"AstroDrizzle (num_cores=1):  {t_ad:7.2f} s wall, {m_ad:7.1f} MiB peak RSS")
         print(f"speed-up {t_ad / t_ours:5.2f}x (target >= 6); memory ratio {m_ours / m_ad:5.2f} (target <= 0.5); "
-              f"rerun speed-up vs AstroDrizzle full run {t_ad / t_rerun:5.1f}x (target >= 20)")
+              f"rerun speed-up vs AstroDrizzle full run {t_ad / t_rerun:5.1f}x (target >= 20; "
+              f"a run with nothing to do is {t_ad / t_cached:4.1f}x)")
         gain_last = float(fits.getval(ad_dir / sorted(p.name for p in ad_dir.glob("*_c0m.fits"))[-1], "ATODGAIN", 0))
         from drizzleflow.steps.instruments.wfpc2 import detector_gain
         g_wf4 = detector_gain(gain_last, 4)[0]

@@ -1,9 +1,12 @@
 """Step cache keys and the checks that decide whether a step can be skipped.
 
 A step's key is the sha256 of canonical JSON of:
-``(step type, step class version, resolved params, key of the previous step,
-sha256 of every input file and of every file the step's parameters name
-(``Step.key_files``: region files, reference images), uref)``.  Chaining the previous key means a change
+``(step type, step class version, drizzleflow release, resolved params, key of
+the previous step, sha256 of every input file and of every file the step's
+parameters name (``Step.key_files``: region files, reference images), uref)``.
+The release is in the key so that an upgraded drizzleflow recomputes instead
+of serving products an older one made (a step's own ``version`` marks changes
+within a release).  Chaining the previous key means a change
 anywhere upstream changes every key downstream, so "rerun from the first
 changed step" falls out.  A completed step is skipped when its key matches a
 record AND every file among its recorded products still exists with the
@@ -34,9 +37,11 @@ __all__ = ["step_key", "key_file_digests", "product_files", "file_records", "rec
 log = logging.getLogger("drizzleflow.cache")
 
 
-def step_key(step_type, version, params_json, prev_key, input_hashes, uref=None) -> str:
-    return sha256_of({"step": step_type, "version": str(version), "params": params_json,
-                      "prev": prev_key, "inputs": list(input_hashes), "uref": uref})
+def step_key(step_type, version, params_json, prev_key, input_hashes, uref=None, release=None) -> str:
+    """The cache key of one step (``release``: the drizzleflow version, default this one)."""
+    from . import __version__
+    return sha256_of({"step": step_type, "version": str(version), "release": release or __version__,
+                      "params": params_json, "prev": prev_key, "inputs": list(input_hashes), "uref": uref})
 
 
 def key_file_digests(paths) -> list[str]:

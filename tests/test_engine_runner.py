@@ -289,3 +289,15 @@ def test_one_run_per_output_directory(work):
     r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))   # a stale lock is taken over
     assert [s.status for s in r.steps] == ["cached"] * 4
     assert not (work / "out" / ".drizzleflow.lock").exists()
+
+
+def test_another_release_recomputes_instead_of_serving_old_products(work, monkeypatch):
+    """The drizzleflow release is part of every step key: products an older
+    release made are recomputed, not served from the cache."""
+    import drizzleflow.engine as engine_pkg
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert {s.status for s in r.steps} == {"cached"}
+    monkeypatch.setattr(engine_pkg, "__version__", "999.0")
+    r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert {s.status for s in r.steps} == {"ran"}
