@@ -33,6 +33,7 @@ from .atomic import write_text
 from .cache import file_records, find_in_dirs, import_record, key_file_digests, product_files, record_valid, step_key
 from .errors import DrizzleflowError, OutputError, StepError
 from .executors import make_executor
+from .malloc import keep_freed_memory
 from .manifest import MANIFEST_NAME, file_sha256, load_manifest, save_manifest, software_versions
 from .recipe import Recipe, sha256_of
 from .step import Context
@@ -280,6 +281,7 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
         raise OutputError(f"{outdir}: cannot create the output directory ({exc.strerror})") from None
     if progress is None:
         progress = sys.stderr.isatty()
+    keep_freed_memory()   # process-wide, once: see engine/malloc.py
 
     with _Lock(outdir):
         handler = _attach_log_file(outdir)
