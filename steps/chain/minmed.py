@@ -152,7 +152,7 @@ def min_candidates(wht, bad, exptime, min_coverage=None):
 
 
 def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
-           ignore_masks=False, min_coverage=None):
+           ignore_masks=False, min_coverage=None, fast=True):
     """AstroDrizzle's ``minmed`` combination of one strip (exact array program).
 
     Parameters
@@ -173,6 +173,9 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
     min_coverage : float, optional
         Candidates for the minimum (:func:`min_candidates`); default
         :data:`MIN_COVERAGE`, 0 reproduces AstroDrizzle (every unmasked single).
+    fast : bool
+        Use the compiled row-by-row version (``_minmed.pyx``, ~4x faster, the
+        same result) where it applies; False runs this numpy program, its reference.
 
     Returns
     -------
@@ -202,6 +205,10 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
     t = np.asarray(exptime, dtype=np.float64).reshape(-1, 1, 1)
     bs = np.asarray(bsky, dtype=np.float64).reshape(-1, 1, 1)
     rn2 = (np.asarray(rdnoise, dtype=np.float64) ** 2).reshape(-1, 1, 1)
+    if not ignore_masks and fast:
+        out = _fast_minmed(sci, wht, bad, exptime, (bs / t).ravel(), rn2.ravel(), nsigma, grow, min_coverage)
+        if out is not None:
+            return out
     allbad = bad.all(axis=0)
 
     if nimg == 2:
@@ -232,6 +239,21 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
     if not ignore_masks:
         out[allbad] = 0.0
     return out
+
+
+def _fast_minmed(sci, wht, bad, exptime, bst, rn2, nsigma, grow, min_coverage):
+    """The compiled minmed (None where it does not apply: the numpy program runs)."""
+    try:
+        from ._minmed import minmed_rows
+    except ImportError:   # not built (a source checkout without build_ext)
+        return None
+    frac = MIN_COVERAGE if min_coverage is None else float(min_coverage)
+    out = np.empty(sci.shape[1:], dtype=np.float32)
+    ok = minmed_rows(np.ascontiguousarray(sci), np.ascontiguousarray(wht),
+                     np.ascontiguousarray(bad).view(np.uint8), np.asarray(exptime, dtype=np.float32),
+                     np.ascontiguousarray(bst, dtype=np.float64), np.ascontiguousarray(rn2, dtype=np.float64),
+                     float(nsigma[0]), float(nsigma[1]), int(grow), np.float32(frac), out)
+    return out if ok else None
 
 
 def _sum_scaled(stack, factors):
