@@ -8,9 +8,12 @@ row of the N singles (82 kB) stays in the cache while all of them run, in
 loops over the row's pixels that the compiler vectorises (the C below:
 ``restrict`` rows, no branches).  Every operation keeps numpy's precision and
 order (float32 where numpy computes in float32, float64 sums image by image,
-each started with the first image), so the result is bit-identical; the
-caller runs the numpy program where this does not apply (NaN among the
-unmasked values or the weights, fewer than 2 or more than 8 singles, iminmed).
+each started with the first image), so the result is bit-identical (one
+exception, left alone: where a +0.0 and a -0.0 meet at one pixel a zero may
+come out with the other sign, as numpy's own minimum and maximum do not fix
+it either); the caller runs the numpy program where this does not apply (NaN
+among the unmasked values or the weights, fewer than 2 or more than 8
+singles, iminmed).
 """
 import numpy as np
 cimport numpy as cnp

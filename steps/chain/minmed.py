@@ -174,7 +174,7 @@ def minmed(sci, wht, bad, exptime, bsky, rdnoise, nsigma=(4.0, 3.0), grow=1,
         Candidates for the minimum (:func:`min_candidates`); default
         :data:`MIN_COVERAGE`, 0 reproduces AstroDrizzle (every unmasked single).
     fast : bool
-        Use the compiled row-by-row version (``_minmed.pyx``, ~4x faster, the
+        Use the compiled row-by-row version (``_minmed.pyx``, ~2.5x faster, the
         same result) where it applies; False runs this numpy program, its reference.
 
     Returns
