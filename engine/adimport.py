@@ -38,7 +38,6 @@ AD_ENGINE = {
     "output": "becomes drizzle_final's product root (`<root>_drz_sci.fits`) and names the output directory",
     "input": "becomes the recipe's `input:`",
     "num_cores": "use --workers N / executor: {kind: threads}",
-    "context": "the context image is always written",
     "build": "products are separate sci/wht/ctx files",
     "clean": "intermediate files stay in the output directory (they are the cache)",
     "in_memory": "not needed",

@@ -345,3 +345,20 @@ def test_undersampled_star_on_a_bad_column_is_not_flagged(bad_column_run):
     cores0, found0 = score()
     assert cores0["flagged"] >= 1, cores0
     assert found0 == len(crs)
+
+
+def test_final_without_context_image(run):
+    """``context: false`` (AstroDrizzle ``context=False``): the same sci and wht,
+    no ctx file, no context name in the provenance; the importer maps the keyword."""
+    kw = dict(TUTORIAL[-1][1], root="noctx", context=False)
+    run.step_name = "drizzle_final"
+    DrizzleFinalStep().run(run, DrizzleFinalStep.Params(**kw))
+    prod = run.get("final")
+    assert prod["ctx"] is None and not (run.outdir / "noctx_drz_ctx.fits").exists()
+    for k in ("sci", "wht"):
+        assert (fits.getdata(run.outdir / f"final_drz_{k}.fits") == fits.getdata(run.abs(prod[k]))).all()
+    hdr = fits.getheader(run.abs(prod["sci"]))
+    assert hdr["D001OUCO"] == "" and hdr["D001OUWE"] == "noctx_drz_wht.fits"
+    from drizzleflow.engine.adimport import import_astrodrizzle
+    text, _ = import_astrodrizzle("AstroDrizzle('*c0m.fits', context=False)")
+    assert "context: false" in text

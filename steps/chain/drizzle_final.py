@@ -87,7 +87,7 @@ class DrizzleFinalStep(Step):
     writes = ("final",)
     aliases = {"driz_combine": "enabled", "final_wht_type": "wht_type", "final_wt_scl": "wt_scl",
                "final_kernel": "kernel", "final_pixfrac": "pixfrac", "final_fillval": "fillval",
-               "final_bits": "bits", "final_units": "units", **GRID_ALIASES("final")}
+               "final_bits": "bits", "final_units": "units", "context": "context", **GRID_ALIASES("final")}
 
     @classmethod
     def key_files(cls, params):
@@ -111,6 +111,9 @@ class DrizzleFinalStep(Step):
         bits: Bits = Field(default_factory=list, description="DQ flags treated as good, e.g. '8,1024'; null ignores the DQ array.")
         units: Literal["cps", "counts"] = Field("cps", description="Output units: electrons/s or electrons.")
         root: str = Field("final", min_length=1, description="Product root: <root>_drz_sci.fits etc.")
+        context: bool = Field(True, description="Write the context image <root>_drz_ctx.fits (bit k-1: "
+                              "chip k contributed; AstroDrizzle `context`). A sweep that only measures "
+                              "the image and its weights can leave it out: less memory and I/O.")
         per_chip: bool = Field(False, description="Also write one product per detector "
                                "(<root>_chip<N>_drz_*) with that chip's PHOTFLAM (tutorial note IX).")
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
@@ -163,7 +166,7 @@ class DrizzleFinalStep(Step):
         ny, nx = grid.shape
 
         per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
-        bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL)
+        bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL - 4 * (not params.context))
                  if per_chip is None and len(geoms) <= 32 else [(0, ny)])
         # output rows each chip's outline can reach, so that a band skips the chips --
         # and the exposures -- that cannot land in it without reading them; the exact
@@ -194,7 +197,7 @@ class DrizzleFinalStep(Step):
                 feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
                                 first_uid=first_uid, spill=spill, **feed_args)
                 todo = feed.exposures(rhos) if bi else list(range(len(recs)))
-                driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill)
+                driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context)
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
                 nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 for item in context.progress(one_ahead(feed.chips(todo)), desc=desc, total=nchips):
@@ -222,7 +225,7 @@ class DrizzleFinalStep(Step):
                 shutil.rmtree(spill.dir, ignore_errors=True)
         paths = out.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
-                   "ctx": context.rel(paths["ctx"]), "grid": grid_to_product(grid),
+                   "ctx": context.rel(paths["ctx"]) if "ctx" in paths else None, "grid": grid_to_product(grid),
                    "units": params.units, "fillval": params.fillval, "chips": {}, "bands": len(bands)}
         if per_chip is not None:
             product["chips"] = per_chip.write(context, prov)
@@ -243,13 +246,14 @@ def _finish(driz, params, fill, texp):
     sci, wht, ctx = driz.finish()   # fresh float32 arrays owned by us
     sci = np.asarray(sci, dtype=np.float32)
     wht = np.asarray(wht, dtype=np.float32)
-    ctx = np.asarray(ctx)
-    if ctx.ndim == 3 and ctx.shape[0] == 1:
-        ctx = ctx[0]
+    if ctx is not None:
+        ctx = np.asarray(ctx)
+        if ctx.ndim == 3 and ctx.shape[0] == 1:
+            ctx = ctx[0]
     if params.units == "counts":
         sci *= np.float32(texp)
     sci[wht <= 0] = np.float32(fill)
-    return sci, wht, ctx.astype(np.int32, copy=False)
+    return sci, wht, None if ctx is None else ctx.astype(np.int32, copy=False)
 
 
 class _ProductWriter:
@@ -266,20 +270,24 @@ class _ProductWriter:
 
     def write(self, driz):
         p = self.params
-        if driz.out_ctx.shape[0] > 1:
+        if driz.out_ctx is not None and driz.out_ctx.shape[0] > 1:
             sci, wht, ctx = _finish(driz, p, self.fill, self.texp)
             self.zero_weight += int((wht <= 0).sum())
             self._paths = write_products(self.outdir, p.root, sci, wht, ctx, self.header)
             return
         if self._writer is None:
-            names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
+            kinds = ("sci", "wht", "ctx") if p.context else ("sci", "wht")
+            names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in kinds}
             self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
                                       {"sci": -32, "wht": -32, "ctx": 32})
         # the band's accumulators are dropped after this: its context rows, like the
         # reused finish blocks, are byte-swapped in place on their way to the file
         for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True):
             self.zero_weight += int((wht <= 0).sum())
-            self._writer.write_consumed(sci=sci, wht=wht, ctx=ctx)
+            if ctx is None:
+                self._writer.write_consumed(sci=sci, wht=wht)
+            else:
+                self._writer.write_consumed(sci=sci, wht=wht, ctx=ctx)
 
     def close(self) -> dict:
         return self._writer.close() if self._writer is not None else self._paths
@@ -315,7 +323,8 @@ class _Provenance:
         masks = self.crmasks.get(exp.root)
         self.entries.append({
             "data": f"{exp.sci_path.name}[sci,{chip.extver}]", "exptime": chip.exptime,
-            "ouda": f"{p.root}_drz_sci.fits", "ouwe": f"{p.root}_drz_wht.fits", "ouco": f"{p.root}_drz_ctx.fits",
+            "ouda": f"{p.root}_drz_sci.fits", "ouwe": f"{p.root}_drz_wht.fits",
+            "ouco": f"{p.root}_drz_ctx.fits" if p.context else "",
             "wtscl": _wtscl_value(p.wt_scl), "kernel": p.kernel, "pixfrac": p.pixfrac, "units": p.units,
             "fillval": "INDEF" if p.fillval is None else str(p.fillval), "bits": str(sum(p.bits or [])),
             "wcsname": str(chip.header.get("WCSNAME", "")), "sky": item.sky, "outscale": self.grid.scale,
@@ -350,7 +359,8 @@ class _SingleChipProducts:
         self.params, self.fill = params, fill
         self.grids = {det: _subgrid(grid, [g for g in geoms if g.detector == det])
                       for det in sorted({g.detector for g in geoms})}
-        self.driz = {d: new_drizzle(sg.shape, params.kernel, fill) for d, sg in self.grids.items()}
+        self.driz = {d: new_drizzle(sg.shape, params.kernel, fill, context=params.context)
+                     for d, sg in self.grids.items()}
         self.entries = {d: [] for d in self.grids}
         self.phot = {d: ([], []) for d in self.grids}
 
@@ -365,7 +375,7 @@ class _SingleChipProducts:
                  input_id=len(self.entries[det]))
         root = f"{p.root}_chip{det}"
         self.entries[det].append(dict(entry, ouda=f"{root}_drz_sci.fits", ouwe=f"{root}_drz_wht.fits",
-                                      ouco=f"{root}_drz_ctx.fits"))
+                                      ouco=f"{root}_drz_ctx.fits" if p.context else ""))
         if chip.photflam:
             self.phot[det][0].append(chip.photflam)
         plam = _photplam(item)

@@ -106,10 +106,12 @@ def _kind_header(header, kind):
 
 
 def write_products(outdir, root, sci, wht, ctx, header) -> dict:
-    """Write ``<root>_drz_sci/wht/ctx.fits`` atomically; return their paths."""
+    """Write ``<root>_drz_sci/wht/ctx.fits`` atomically (no ctx file when ``ctx``
+    is None); return their paths."""
     outdir = Path(outdir)
-    paths = {k: outdir / f"{root}_drz_{k}.fits" for k in ("sci", "wht", "ctx")}
+    paths = {k: outdir / f"{root}_drz_{k}.fits" for k in ("sci", "wht", "ctx") if k != "ctx" or ctx is not None}
     write_image(paths["sci"], sci.astype(np.float32, copy=False), _kind_header(header, "sci"))
     write_image(paths["wht"], wht.astype(np.float32, copy=False), _kind_header(header, "wht"))
-    write_image(paths["ctx"], ctx.astype(np.int32, copy=False), _kind_header(header, "ctx"))
+    if ctx is not None:
+        write_image(paths["ctx"], ctx.astype(np.int32, copy=False), _kind_header(header, "ctx"))
     return paths
