@@ -301,3 +301,23 @@ def test_another_release_recomputes_instead_of_serving_old_products(work, monkey
     monkeypatch.setattr(engine_pkg, "__version__", "999.0")
     r = run_recipe(load_recipe(work / "toy.yaml", cwd=work))
     assert {s.status for s in r.steps} == {"ran"}
+
+
+def test_inputs_hashed_once_per_process_and_again_when_changed(tmp_path, monkeypatch):
+    """A sweep's points hash the same inputs in new output directories: the
+    process remembers a file's sha256 by its identity; a changed file is read again."""
+    from drizzleflow.engine import runner
+    f = tmp_path / "a.dat"
+    f.write_bytes(b"x" * 100)
+    calls = []
+    real = runner.file_sha256
+    monkeypatch.setattr(runner, "file_sha256", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(runner, "_DIGESTS", {})
+    first = runner._hash_inputs([f], None)
+    again = runner._hash_inputs([f], None)        # no manifest: from the process's memory
+    assert len(calls) == 1 and first == again
+    f.write_bytes(b"y" * 100)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = runner._hash_inputs([f], None)
+    assert len(calls) == 2 and changed[0]["sha256"] != first[0]["sha256"]

@@ -277,5 +277,10 @@ def test_pipelined_points_measure_the_baseline_star_list(toy, monkeypatch):
     assert [line for line in lines if line.startswith("select")] == [f"select {base}"]
     measured = sorted(line.split()[1:] for line in lines if line.startswith("measure"))
     assert measured == sorted([p.name, base] for p in spec.points if p.name != base)
-    # the others took the baseline's upstream products (reused while drizzling, cached for the metrics)
-    assert all(r["steps"]["upstream"] == "cached" and r["steps"]["drizzle_final"] == "cached" for r in results[1:])
+    # the others took the baseline's upstream products (reused; cached in a point's second run):
+    # a point that started before the star list existed drizzled first and measured in a
+    # second run (its drizzle then cached), one that started after it ran in one go; the
+    # witness shows the upstream step ran once and each point drizzled once
+    assert all(r["steps"]["upstream"] in ("cached", "reused") for r in results[1:])
+    assert all(r["steps"]["drizzle_final"] in ("cached", "ran") for r in results[1:])
+    assert any(r["steps"]["drizzle_final"] == "cached" for r in results[1:])
