@@ -120,9 +120,9 @@ def minmed_rows(const float[:, :, ::1] sci, const float[:, :, ::1] wht, const un
     """
     cdef Py_ssize_t n = sci.shape[0], ny = sci.shape[1], nx = sci.shape[2]
     cdef Py_ssize_t i, j, y, x, r, k, m, lo, hi, yy, y0, y1, x0, x1
-    cdef float thr, mnv, a
+    cdef float mnv
     cdef double s, medw, sig, minw, th
-    cdef int nanseen = 0, grown, ncand
+    cdef int nanseen = 0, grown
     if n < 2 or n > MAXN or wht.shape[0] != n or bad.shape[0] != n or out.shape[0] != ny or out.shape[1] != nx \
             or t32.shape[0] < n or bst.shape[0] < n or rn2.shape[0] < n:
         return False

@@ -166,7 +166,8 @@ class DrizzleFinalStep(Step):
         ny, nx = grid.shape
 
         per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
-        bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=ACC_BYTES_PER_PIXEL - 4 * (not params.context))
+        acc_bytes = ACC_BYTES_PER_PIXEL if params.context else ACC_BYTES_PER_PIXEL - 4   # no int32 context
+        bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=acc_bytes)
                  if per_chip is None and len(geoms) <= 32 else [(0, ny)])
         # output rows each chip's outline can reach, so that a band skips the chips --
         # and the exposures -- that cannot land in it without reading them; the exact
