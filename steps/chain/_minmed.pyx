@@ -123,7 +123,7 @@ def minmed_rows(const float[:, :, ::1] sci, const float[:, :, ::1] wht, const un
     cdef float mnv
     cdef double s, medw, sig, minw, th
     cdef int nanseen = 0, grown
-    if n < 2 or n > MAXN or wht.shape[0] != n or bad.shape[0] != n or out.shape[0] != ny or out.shape[1] != nx \
+    if n < 2 or n > MAXN or ny == 0 or nx == 0 or wht.shape[0] != n or bad.shape[0] != n or out.shape[0] != ny or out.shape[1] != nx \
             or t32.shape[0] < n or bst.shape[0] < n or rn2.shape[0] < n:
         return False
     # row scratch, and per pixel of the strip what the grown test needs
