@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from drizzleflow.engine.atomic import atomic_path
 
-__all__ = ["bands", "ALIGN", "BandWriter"]
+__all__ = ["bands", "drop_reach", "ALIGN", "BandWriter"]
 
 
 def bands(ny, nx, band_mb, bytes_per_pixel):
@@ -28,6 +28,13 @@ def bands(ny, nx, band_mb, bytes_per_pixel):
     nb = max(1, -(-ny // rows))
     edges = np.linspace(0, ny, nb + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def drop_reach(pixfrac, rho) -> float:
+    """Output pixels around a band that an input pixel's drop can still reach
+    from (pixfrac / rho beyond its centre, plus the kernel's margin); the pad
+    of ``WindowedMap.reach``."""
+    return 3.0 * pixfrac / rho + 3.0
 
 
 #: the core walks an input in tiles / runs of this many columns (and rows, for the

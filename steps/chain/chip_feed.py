@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .banding import drop_reach
 from .common import band_window, good_from_bits, load_exposure, pixmap_for, sky_for, windowed_map_for
 
 __all__ = ["ExposureInfo", "ReadyChip", "ChipFeed", "ChipSpill", "SpilledChip", "chip_rows", "one_ahead"]
@@ -152,8 +153,7 @@ class ChipFeed:
         self.spill = spill
 
     def _pad(self, rho):
-        # a drop reaches pixfrac/rho output pixels beyond its centre (plus the kernel's margin)
-        return 3.0 * self.params.pixfrac / rho + 3.0
+        return drop_reach(self.params.pixfrac, rho)
 
     def reaches(self, uid, rho) -> bool:
         if self.reach is None:

@@ -18,7 +18,7 @@ from drizzleflow.engine.errors import StepError
 
 from ..instruments.bits import good_mask
 
-__all__ = ["IdentityCache", "load_exposure", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["IdentityCache", "file_identity", "load_exposure", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
            "wcs_kept", "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
@@ -84,14 +84,6 @@ class IdentityCache:
         return value
 
 
-def _identity(*paths):
-    out = []
-    for p in paths:
-        st = Path(p).stat()
-        out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
 def trim_heap():
     """Give memory freed by earlier steps back to the system (glibc keeps freed
     chunks of worker threads' arenas resident; on M2 this lowers the run's peak
@@ -111,24 +103,24 @@ def trim_heap():
 _LIBC = None
 
 
-#: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
-#: SCI file's content identity (device, inode, size, mtime: the hard-linked
-#: working copies of a sweep's points share entries) and the extension index;
-#: shared read-only.  (Exposures stay keyed by path: they carry the paths that
-#: steps write back to.)
-_WCS = IdentityCache(256)
-
-
-def _file_ident(path):
+def file_identity(path) -> tuple:
+    """(device, inode, size, mtime) of a file: the key of the caches here (it
+    changes when the file is rewritten; hard links, as a sweep's points make of
+    the working copies, share it)."""
     st = Path(path).stat()
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+#: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
+#: SCI file's identity and the extension index; shared read-only
+_WCS = IdentityCache(256)
 
 
 def chip_wcs_for(path):
     """A ``wcs_for(hdul, ext)`` callable serving cached WCS objects of ``path``
     (the file's identity taken now, before it is read)."""
     from drizzleflow.steps.instruments.wfpc2.reader import chip_wcs
-    ident = _file_ident(path)
+    ident = file_identity(path)
 
     def wcs_for(hdul, ext):
         return _WCS.get((ident, int(ext)), lambda: chip_wcs(hdul, ext))
@@ -141,9 +133,9 @@ def wcs_kept(path):
     extension order alone (MDRIZSKY): the chip WCS cached for the old file serve
     the new one (the sky step's rewrite otherwise cost every later step a fresh
     WCS per chip, 24 x ~8 ms on M2)."""
-    old = _file_ident(path)
+    old = file_identity(path)
     yield
-    new = _file_ident(path)
+    new = file_identity(path)
     if new != old:
         _WCS.copy_entries(lambda key: (new, key[1]) if key[0] == old else None)
 
@@ -216,7 +208,7 @@ def static_mask_for(context, chip):
         mask = fits.getdata(path).astype(bool)
         mask.flags.writeable = False
         return mask
-    return _STATIC.get(_identity(path), read)
+    return _STATIC.get(file_identity(path), read)
 
 
 def write_image(path, data, header=None, extra_hdus=()) -> Path:

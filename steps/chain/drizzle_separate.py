@@ -16,7 +16,7 @@ from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .common import (Scratch, add_chip, band_window, exposure_records, good_from_bits, load_exposure,
                      new_drizzle, pixmap_for, sky_for, static_mask_for, trim_heap, windowed_map_for)
-from .banding import BandWriter, bands
+from .banding import BandWriter, bands, drop_reach
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
@@ -141,7 +141,7 @@ class DrizzleSeparateStep(Step):
                     for i, (chip, data, weight, pm) in enumerate(prepared):
                         rho = grid.scale / chip.pscale
                         if len(row_bands) > 1:
-                            placed = band_window(maps[i], (y0, y1), 3.0 * params.pixfrac / rho + 3.0, scratch)
+                            placed = band_window(maps[i], (y0, y1), drop_reach(params.pixfrac, rho), scratch)
                             if placed is None:
                                 continue
                             box, pm = placed

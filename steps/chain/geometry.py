@@ -2,14 +2,12 @@
 and the overlap test between exposures on an output grid."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from drizzleflow.steps.instruments.model import ChipGeom
 from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
 
-from .common import IdentityCache
+from .common import IdentityCache, file_identity
 
 __all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", "check_overlap"]
 
@@ -31,9 +29,7 @@ _ARCHIVE = IdentityCache(64)
 
 
 def _archive_chips(path) -> list[ChipGeom]:
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    return _ARCHIVE.get(key, lambda: chip_geometry(path))
+    return _ARCHIVE.get(file_identity(path), lambda: chip_geometry(path))
 
 
 def archive_geometry(paths) -> list[ChipGeom]:
