@@ -71,15 +71,11 @@ class BandWriter:
             raise
 
     def write(self, **arrays):
-        """Append row blocks (copied to big-endian, the caller's arrays unchanged)."""
-        for k, a in arrays.items():
-            self._hdus[k].write(np.ascontiguousarray(a, dtype=self._dtype[k]))
-
-    def write_consumed(self, **arrays):
         """Append row blocks the caller gives up: arrays of the file's type are
         byte-swapped in place (their contents are garbage afterwards) instead of
         into a fresh copy, whose first-touch page faults cost the separate
-        drizzle ~0.1 s of system time on M2; other arrays are copied."""
+        drizzle ~0.1 s of system time on M2; other arrays are converted into a
+        copy (and left as they were)."""
         for k, a in arrays.items():
             dt = np.dtype(self._dtype[k])
             if isinstance(a, np.ndarray) and a.dtype == dt and a.flags.c_contiguous and a.flags.writeable:

@@ -285,7 +285,7 @@ class _ProductWriter:
         # reused finish blocks, are byte-swapped in place on their way to the file
         for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True):
             self.zero_weight += int((wht <= 0).sum())
-            self._writer.write_consumed(sci=sci, wht=wht, **({} if ctx is None else {"ctx": ctx}))
+            self._writer.write(sci=sci, wht=wht, **({} if ctx is None else {"ctx": ctx}))
 
     def close(self) -> dict:
         return self._writer.close() if self._writer is not None else self._paths

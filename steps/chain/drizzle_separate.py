@@ -156,7 +156,7 @@ class DrizzleSeparateStep(Step):
                         w = wht[wht > 1e-8]
                         wsum += float(w.sum(dtype=np.float64))
                         wcount += int(w.size)
-                        writer.write_consumed(sci=sci, wht=wht)
+                        writer.write(sci=sci, wht=wht)
                     del driz
                 writer.close()
             except BaseException:

@@ -131,7 +131,7 @@ class MedianStep(Step):
             # written in order as they arrive (only the few done ahead of the writer wait)
             with ThreadPoolExecutor(max_workers=THREADS) as pool:
                 for res in _bounded_map(pool, strip, range(0, ny, params.rows), ahead=2 * THREADS):
-                    writer.write_consumed(med=res)
+                    writer.write(med=res)
             writer.close()
         except BaseException:
             writer.abort()
