@@ -54,6 +54,45 @@ cdef inline void _lagrange(double s, int npts, double* w) noexcept nogil:
         w[k] = num / den
 
 
+cdef inline void _lagrange6(double s, double* w) noexcept nogil:
+    """``_lagrange(s, 6, w)`` with the same operations in the same order, laid out
+    for the compiler: every weight's numerator is one lane of a running product
+    over the nodes (a factor 1.0 at the weight's own node, which is exact), and
+    the denominators, exact integer products, are constants.  Bit-identical."""
+    cdef double num[6]
+    cdef double den[6]
+    cdef double d
+    cdef int k, m
+    den[0] = -120.0; den[1] = 24.0; den[2] = -12.0; den[3] = 12.0; den[4] = -24.0; den[5] = 120.0
+    for k in range(6):
+        num[k] = 1.0
+    for m in range(6):
+        d = s - <double>(m - 2)
+        for k in range(6):
+            num[k] *= d if k != m else 1.0
+    for k in range(6):
+        w[k] = num[k] / den[k]
+
+
+cdef inline double _poly5_inside(const float* p, Py_ssize_t nx, const double* wx,
+                                 const double* wy) noexcept nogil:
+    """The 6 x 6 sum of ``_interp`` for a stencil inside the image (``p``: its first
+    pixel): the same products and the same order of additions within each row and
+    across rows, with fixed trip counts so that the six independent row sums are
+    interleaved instead of waiting on one another.  Bit-identical."""
+    cdef double row[6]
+    cdef double acc = 0.0
+    cdef int i, k
+    for k in range(6):
+        row[k] = 0.0
+    for i in range(6):
+        for k in range(6):
+            row[k] += wx[i] * <double>p[k * nx + i]
+    for k in range(6):
+        acc += wy[k] * row[k]
+    return acc
+
+
 cdef inline double _lanczos3(double u) noexcept nogil:
     cdef double pu
     u = fabs(u)
@@ -104,12 +143,18 @@ cdef double _interp(const float* im, Py_ssize_t nx, Py_ssize_t ny, int kind,
                 + (1.0 - sx) * sy * im[j * nx + ix] + sx * sy * im[j * nx + i])
     if kind == I_POLY3 or kind == I_POLY5:
         n = 4 if kind == I_POLY3 else 6
-        ix = <Py_ssize_t>floor(x)
-        iy = <Py_ssize_t>floor(y)
-        _lagrange(x - <double>ix, n, wx)
-        _lagrange(y - <double>iy, n, wy)
+        ix = <Py_ssize_t>x   # floor: blot_rows passes 0 <= x, y only
+        iy = <Py_ssize_t>y
+        if n == 6:
+            _lagrange6(x - <double>ix, wx)
+            _lagrange6(y - <double>iy, wy)
+        else:
+            _lagrange(x - <double>ix, n, wx)
+            _lagrange(y - <double>iy, n, wy)
         first = -(n // 2 - 1)
         acc = 0.0
+        if n == 6 and ix >= 2 and iy >= 2 and ix + 4 <= nx and iy + 4 <= ny:
+            return _poly5_inside(im + (iy - 2) * nx + ix - 2, nx, wx, wy)
         if ix + first >= 0 and iy + first >= 0 and ix + first + n <= nx and iy + first + n <= ny:
             for k in range(n):
                 row = 0.0
