@@ -517,3 +517,27 @@ def test_avx2_build_gives_the_generic_builds_bits(monkeypatch):
         results[name] = out
     assert all(np.array_equal(a, b) for a, b in zip(results["generic"], results["avx2"]))
     assert any(np.any(a > 0) for a in results["avx2"][1::3])   # something was drizzled
+
+
+@pytest.mark.parametrize("pixfrac, scale", [(1.0, 0.457), (0.6, 0.457), (1.0, 1.3)])
+def test_turbo_fixed_width_drops_match_the_general_path(pixfrac, scale):
+    """Turbo drops up to 4 output columns wide take a fixed-width path unless they
+    sit within 4 columns of the right edge.  Widening the output on the right
+    moves the drops near the old edge from the general path to the fixed one;
+    every pixel of the narrower image must keep its bits."""
+    rng = np.random.default_rng(21)
+    data = rng.normal(5.0, 2.0, (40, 50)).astype(np.float32)
+    data[3, 4] = -7.5
+    weight = (rng.random((40, 50)) + 0.2).astype(np.float32)
+    pm = _affine_map(40, 50, scale=scale, shift=(3.3, 2.7))
+    width = int(pm[..., 0].max()) - 3          # the right edge cuts through the drops
+    out = []
+    for nx in (width, width + 8):
+        drz = Drizzle((int(pm[..., 1].max()) + 6, nx), kernel="turbo", fillval=0.0)
+        drz.add_image(data, pm, weight=weight, pixfrac=pixfrac, scale=scale, iscale=1.0)
+        out.append([a.copy() for a in drz.finish()])
+    (img_a, wht_a, ctx_a), (img_b, wht_b, ctx_b) = out
+    assert (wht_a[:, -4:] > 0).sum() > 20              # drops do reach the old edge
+    assert np.array_equal(wht_a.view(np.uint32), wht_b[:, :width].view(np.uint32))
+    assert np.array_equal(img_a.view(np.uint32), img_b[:, :width].view(np.uint32))
+    assert np.array_equal(ctx_a, ctx_b[..., :width])

@@ -1282,6 +1282,41 @@ cdef void _separable_add(Acc* a, const double* fx, const double* fy, Py_ssize_t 
                 df_add_pair(a.acc + 2 * (k + ii), ox, d, 1.0)
 
 
+cdef inline void _turbo4(Acc* a, double X, double Y, double pfo, double fac,
+                         Py_ssize_t ii0, Py_ssize_t jj0, Py_ssize_t jj1, double w, double d) noexcept nogil:
+    """A turbo drop at most 4 output columns wide, as 4 columns from ``ii0`` (the
+    caller checks that they exist): the products and sums of the general path, in
+    its order; columns past the drop get overlap 0 and add 0, which leaves a
+    float32 sum as it is (only a -0.0 sum, which takes an underflow, would turn
+    +0.0; the caller sends finite data only, as 0 x inf is NaN) and sets no context
+    bit.  Fixed trip counts instead of the general path's 2-4 column loops, whose
+    exits mispredict: 20.5 -> 24.6 Mpix/s on one thread (benchmarks/core.py)."""
+    cdef double fx[4]
+    cdef double ox, oy, lo, hi, c
+    cdef Py_ssize_t m, jj, k
+    lo = X - pfo
+    hi = X + pfo
+    for m in range(4):
+        c = <double>(ii0 + m)
+        ox = (hi if hi < c + 0.5 else c + 0.5) - (lo if lo > c - 0.5 else c - 0.5)
+        fx[m] = ox if ox > 0.0 else 0.0
+    for jj in range(jj0, jj1 + 1):
+        oy = (Y + pfo if Y + pfo < jj + 0.5 else jj + 0.5) - (Y - pfo if Y - pfo > jj - 0.5 else jj - 0.5)
+        if not oy > 0.0:
+            continue
+        oy = oy * fac
+        k = jj * a.onx + ii0
+        if a.ctx != NULL:
+            for m in range(4):
+                ox = fx[m] * oy * w
+                df_add_pair(a.acc + 2 * (k + m), ox, d, 1.0)
+                a.ctx[k + m] |= <int>a.bit & -(<int>(ox > 0.0))
+        else:
+            for m in range(4):
+                ox = fx[m] * oy * w
+                df_add_pair(a.acc + 2 * (k + m), ox, d, 1.0)
+
+
 cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t ny,
                       const float* wmap, const unsigned char* mask,
                       const double* pm, Acc* a,
@@ -1518,6 +1553,9 @@ cdef int _kernel_rows(int kernel, const float* data, Py_ssize_t nx, Py_ssize_t n
               if ii1 - ii0 + 1 > nb or jj1 - jj0 + 1 > nb:
                   st = ST_HUGE
                   break
+              if kernel == K_TURBO and ii1 - ii0 < 4 and ii0 + 4 <= a.onx and isfinite(d):
+                  _turbo4(a, X, Y, pfo, fac, ii0, jj0, jj1, w, d)
+                  continue
               if kernel == K_TURBO:
                   for ii in range(ii0, ii1 + 1):
                       ox = (X + pfo if X + pfo < ii + 0.5 else ii + 0.5) - \
