@@ -494,6 +494,36 @@ def test_iter_finished_blocks_equal_finish():
     np.testing.assert_array_equal(np.concatenate([b[1] for b in seen]), swht)
 
 
+def test_iter_finished_big_endian_blocks_and_weight_statistics():
+    """Blocks formed big-endian in the finishing pass hold the native blocks'
+    values, and the statistics from the same pass match numpy on the weights:
+    the count above the floor (compared in float32, as numpy compares a float32
+    array with a Python float) and of empty pixels exactly, the sum to rounding."""
+    from drizzleflow.steps.drizzle import FinishStats
+    rng = np.random.default_rng(8)
+    data = rng.normal(100, 10, (40, 50)).astype(np.float32)
+    weight = rng.random((40, 50)).astype(np.float32)
+    weight[weight < 0.2] = 0.0
+    weight[5, 5] = 3e-9                                   # a weight between the floor and 0
+    yy, xx = np.mgrid[0:40, 0:50].astype(float)
+    pm = np.ascontiguousarray(np.stack([xx * 0.9 + 3.2, yy * 1.1 + 2.7], axis=-1))
+    drz = Drizzle((70, 60), kernel="point", fillval=-7.0)
+    drz.add_image(data, pm, weight=weight, exptime=10.0)
+    for scale in (1.0, 2.5):
+        native = [(a.copy(), b.copy()) for a, b, _ in drz.iter_finished(block=16, scale=scale)]
+        stats = FinishStats(floor=1e-8)
+        big = [(a.copy(), b.copy()) for a, b, _ in drz.iter_finished(block=16, scale=scale, reuse=True,
+                                                                      big_endian=True, stats=stats)]
+        assert all(a.dtype == np.dtype(">f4") and b.dtype == np.dtype(">f4") for a, b in big)
+        for (na, nb), (ba, bb) in zip(native, big):
+            assert np.array_equal(na.astype(">f4").tobytes(), ba.tobytes())
+            assert np.array_equal(nb.astype(">f4").tobytes(), bb.tobytes())
+        wht = np.concatenate([b for _, b in native])
+        assert stats.nabove == int((wht > 1e-8).sum()) and stats.nzero == int((wht <= 0).sum())
+        assert 0 < stats.nabove < wht.size and stats.nzero > 0
+        assert stats.mean_above == pytest.approx(float(wht[wht > 1e-8].mean(dtype=np.float64)), rel=1e-12)
+
+
 def test_avx2_build_gives_the_generic_builds_bits(monkeypatch):
     """The core is compiled twice on x86-64 (``_native.py``): the AVX2 build must
     give exactly the generic build's bits, for every kernel and pixfrac."""

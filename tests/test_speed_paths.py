@@ -253,3 +253,26 @@ def test_band_writer_swaps_given_blocks_in_place_into_the_right_file(tmp_path):
         with fits.open(paths[k]) as h, fits.open(ref) as r:
             assert h[0].header["BITPIX"] == r[0].header["BITPIX"]
             assert h[0].data.tobytes() == r[0].data.tobytes()
+
+
+def test_band_writer_header_matches_astropy_extend(tmp_path):
+    """The band writer builds its header as one card list instead of
+    ``Header.extend`` card by card: the same cards in the same order (layout
+    keywords first, then the given keywords, then commentary cards), and a
+    given header's own layout keywords do not reach the file."""
+    from drizzleflow.steps.chain.banding import BandWriter
+
+    given = fits.Header([("BITPIX", 8), ("NAXIS", 3), ("NAXIS1", 99), ("EXTEND", True),
+                         ("BUNIT", "ELECTRONS/S"), ("HISTORY", "made by a test"),
+                         ("CRPIX1", 12.5, "reference pixel"), ("COMMENT", "note"), ("EXPTIME", 10.0)])
+    w = BandWriter({"sci": tmp_path / "a.fits"}, {"sci": given}, (3, 4), {})
+    w.write(sci=np.zeros((3, 4), np.float32))
+    w.close()
+    reference = fits.Header()
+    for k, v in (("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", 4), ("NAXIS2", 3)):
+        reference[k] = v
+    reference.extend(given, unique=True)
+    got = fits.getheader(tmp_path / "a.fits")
+    assert got.tostring() == reference.tostring()
+    assert list(got)[:8] == ["SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BUNIT", "CRPIX1", "EXPTIME"]
+    assert got["BITPIX"] == -32 and got["NAXIS"] == 2 and "EXTEND" not in got

@@ -11,6 +11,7 @@ pixels agree with a single pass to float32 rounding.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,26 @@ def drop_reach(pixfrac, rho) -> float:
 ALIGN = 32
 
 
+#: keywords that describe the data layout, dropped from the headers a caller gives
+_LAYOUT = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|GROUPS)$")
+
+
+def _primary_header(bitpix, shape, extra) -> fits.Header:
+    """The layout keywords of a 2-D primary image, then the cards of ``extra``
+    without its own layout keywords: keyword cards in order, then commentary
+    cards (COMMENT, HISTORY, blank) in order -- what ``Header.extend`` makes of
+    them, built as one card list: ``extend`` re-indexes the header for every
+    card, 16 ms for the final drizzle's 485 cards against 0.6 ms."""
+    layout = [("SIMPLE", True), ("BITPIX", int(bitpix)), ("NAXIS", 2), ("NAXIS1", int(shape[1])),
+              ("NAXIS2", int(shape[0]))]
+    keyed, commentary = [], []
+    for card in extra.cards:
+        if _LAYOUT.match(card.keyword):
+            continue
+        (commentary if card.keyword in ("", "COMMENT", "HISTORY") else keyed).append(card)
+    return fits.Header([fits.Card(k, v) for k, v in layout] + keyed + commentary)
+
+
 class BandWriter:
     """Stream 2-D images band by band into their files (temporary names,
     renamed when all bands are written; removed on error)."""
@@ -58,30 +79,28 @@ class BandWriter:
         try:
             for k, p in self.paths.items():
                 tmp = self._stack.enter_context(atomic_path(p))
-                h = fits.Header()
-                h["SIMPLE"] = True
-                h["BITPIX"] = bitpix.get(k, -32)
-                h["NAXIS"] = 2
-                h["NAXIS1"] = int(shape[1])
-                h["NAXIS2"] = int(shape[0])
-                h.extend(headers[k], unique=True)
+                h = _primary_header(bitpix.get(k, -32), shape, headers[k])
                 self._hdus[k] = fits.StreamingHDU(str(tmp), h)
         except BaseException:
             self._stack.close()
             raise
 
     def write(self, **arrays):
-        """Append row blocks the caller gives up: arrays of the file's type are
-        byte-swapped in place (their contents are garbage afterwards) instead of
-        into a fresh copy, whose first-touch page faults cost the separate
-        drizzle ~0.1 s of system time on M2; other arrays are converted into a
-        copy (and left as they were)."""
+        """Append row blocks the caller gives up.  Big-endian blocks of the
+        file's type (``Drizzle.iter_finished(big_endian=True)``) are written as
+        they are; native ones are byte-swapped in place (their contents are
+        garbage afterwards) instead of into a fresh copy, whose first-touch page
+        faults cost the separate drizzle ~0.1 s of system time on M2; other
+        arrays are converted into a copy (and left as they were)."""
         for k, a in arrays.items():
             dt = np.dtype(self._dtype[k])
-            if isinstance(a, np.ndarray) and a.dtype == dt and a.flags.c_contiguous and a.flags.writeable:
-                a = a.byteswap(inplace=True).view(dt.newbyteorder(">"))
+            big = dt.newbyteorder(">")
+            if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == big:
+                pass
+            elif isinstance(a, np.ndarray) and a.dtype == dt and a.flags.c_contiguous and a.flags.writeable:
+                a = a.byteswap(inplace=True).view(big)
             else:
-                a = np.ascontiguousarray(a, dtype=dt)
+                a = np.ascontiguousarray(a, dtype=big)
             self._hdus[k].write(a)
 
     def close(self):

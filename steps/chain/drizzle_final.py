@@ -29,6 +29,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
+from drizzleflow.steps.drizzle.core import FinishStats
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .chip_feed import ChipFeed, ChipSpill, chip_rows, one_ahead
@@ -283,9 +284,11 @@ class _ProductWriter:
                                       {"sci": -32, "wht": -32, "ctx": 32})
         # the band's accumulators are dropped after this: its context rows, like the
         # reused finish blocks, are byte-swapped in place on their way to the file
-        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True):
-            self.zero_weight += int((wht <= 0).sum())
+        stats = FinishStats()
+        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True,
+                                                big_endian=True, stats=stats):
             self._writer.write(sci=sci, wht=wht, **({} if ctx is None else {"ctx": ctx}))
+        self.zero_weight += stats.nzero
 
     def close(self) -> dict:
         return self._writer.close() if self._writer is not None else self._paths

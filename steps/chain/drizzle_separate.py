@@ -12,6 +12,7 @@ from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
 
+from drizzleflow.steps.drizzle.core import FinishStats
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .common import (Scratch, add_chip, band_window, exposure_records, good_from_bits, load_exposure,
@@ -23,6 +24,10 @@ from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import grid_to_product
 
 __all__ = ["DrizzleSeparateStep"]
+
+#: weights above this count in a single's mean weight (the median's ``maskpt``
+#: threshold is relative to it), as AstroDrizzle's ImageStats(lower=1e-8)
+WEIGHT_FLOOR = 1e-8
 
 #: accumulator bytes per output pixel: a float32 (sum, weight) pair (no context
 #: image); the singles are streamed to their files in row blocks
@@ -129,7 +134,7 @@ class DrizzleSeparateStep(Step):
             h["EXPTIME"] = exptime
             p_sci = context.path("chain", "single", f"{root}_single_sci.fits")
             p_wht = context.path("chain", "single", f"{root}_single_wht.fits")
-            wsum, wcount = 0.0, 0
+            wstats = FinishStats(floor=WEIGHT_FLOOR)
             writer = None
             try:
                 for y0, y1 in row_bands:
@@ -151,11 +156,9 @@ class DrizzleSeparateStep(Step):
                         del chip, data, weight, pm   # not alive while the next chip is prepared
                     if writer is None:
                         writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
-                    # streamed in row blocks: no second full-size copy of the single in memory
-                    for sci, wht, _ in driz.iter_finished(reuse=True):
-                        w = wht[wht > 1e-8]
-                        wsum += float(w.sum(dtype=np.float64))
-                        wcount += int(w.size)
+                    # streamed in row blocks (no second full-size copy of the single in memory),
+                    # big-endian and with the weight statistics from the same pass
+                    for sci, wht, _ in driz.iter_finished(reuse=True, big_endian=True, stats=wstats):
                         writer.write(sci=sci, wht=wht)
                     del driz
                 writer.close()
@@ -163,9 +166,8 @@ class DrizzleSeparateStep(Step):
                 if writer is not None:
                     writer.abort()
                 raise
-            wmean = wsum / wcount if wcount else 0.0
             return {"root": root, "sci": context.rel(p_sci), "wht": context.rel(p_wht),
-                    "exptime": exptime, "bsky": float(bsky), "rdnoise": rn, "wht_mean": wmean}
+                    "exptime": exptime, "bsky": float(bsky), "rdnoise": rn, "wht_mean": wstats.mean_above}
 
         if getattr(context.executor, "kind", "serial") == "serial":
             # one exposure at a time: reading the next one ahead (in a thread, while the core

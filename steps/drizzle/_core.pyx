@@ -42,7 +42,7 @@ Conventions
 """
 from libc.math cimport floor, fabs, fmax, exp, sin, cos, sqrt, M_PI, isnan, isfinite
 from libc.stdlib cimport malloc, free, realloc
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 import numpy as np
 cimport numpy as cnp
 
@@ -68,6 +68,16 @@ cdef extern from *:
         p[1] = (float)((double)p[1] + t * cw);
     }
     #endif
+    /* The bits of a float32 in big-endian (FITS) byte order, as a uint32 to store. */
+    static inline unsigned int df_f32_bits_be(float v) {
+        unsigned int u;
+        memcpy(&u, &v, 4);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        return u;
+    #else
+        return __builtin_bswap32(u);
+    #endif
+    }
     /* Zero n doubles; called with a constant n, the loop unrolls into plain
        vector stores (a plain C loop would become a memset call, whose size
        dispatch costs more branches than the stores themselves). */
@@ -86,6 +96,7 @@ cdef extern from *:
     """
     void df_add_pair(float* p, double t, double cd, double cw) noexcept nogil
     void df_zero(double* p, int n) noexcept nogil
+    unsigned int df_f32_bits_be(float v) noexcept nogil
 
 cnp.import_array()
 
@@ -1842,6 +1853,52 @@ def count_nonfinite(const double[:, :, ::1] pixmap):
             if not isfinite(p[k]):
                 bad += 1
     return bad
+
+
+def finish_block(const float[:, :, ::1] acc, float[:, ::1] out_img, float[:, ::1] out_wht,
+                 float fillval, float scale, bint big_endian, float wfloor):
+    """``finish_into`` for a whole block of rows, with what its consumers did in
+    further passes done in the same one: the mean times ``scale`` (a float32
+    product; ``fillval`` where the weight is <= 0 once scaled), the statistics
+    ``(sum of weights > wfloor as float64, their number, number of weights <= 0)``
+    and, with ``big_endian``, both images stored byte-swapped for a FITS file
+    (their arrays then hold big-endian float32).  Returns the statistics."""
+    cdef Py_ssize_t ny = acc.shape[0], nx = acc.shape[1], i, j
+    cdef double w, wsum = 0.0
+    cdef float wf, v
+    cdef long long nabove = 0, nzero = 0
+    cdef unsigned int* oi
+    cdef unsigned int* ow
+    cdef bint scaled = scale != 1.0
+    if out_img.shape[0] != ny or out_img.shape[1] != nx or out_wht.shape[0] != ny or out_wht.shape[1] != nx:
+        raise ValueError("finish_block: output blocks must have the accumulator's shape")
+    with nogil:
+        for j in range(ny):
+            oi = <unsigned int*>&out_img[j, 0]
+            ow = <unsigned int*>&out_wht[j, 0]
+            for i in range(nx):
+                w = acc[j, i, 1]
+                wf = <float>w
+                if w != 0.0:
+                    v = <float>(<double>acc[j, i, 0] / w)
+                else:
+                    v = fillval
+                if scaled:
+                    v = v * scale
+                    if wf <= 0.0:
+                        v = fillval
+                if wf > wfloor:
+                    wsum += <double>wf
+                    nabove += 1
+                if wf <= 0.0:
+                    nzero += 1
+                if big_endian:
+                    oi[i] = df_f32_bits_be(v)
+                    ow[i] = df_f32_bits_be(wf)
+                else:
+                    out_img[j, i] = v
+                    out_wht[j, i] = wf
+    return wsum, nabove, nzero
 
 
 def finish_into(const float[:, :, ::1] acc,

@@ -36,6 +36,7 @@ __all__ = [
     "DrizzleArrayError",
     "Drizzle",
     "DrizzleInput",
+    "FinishStats",
     "drizzle_many",
     "blot",
     "KERNELS",
@@ -322,7 +323,7 @@ class Drizzle:
         img, wht = self._finished()
         return img, wht, self._ctx
 
-    def iter_finished(self, block=256, scale=1.0, reuse=False):
+    def iter_finished(self, block=256, scale=1.0, reuse=False, big_endian=False, stats=None):
         """Yield ``(out_img, out_wht, out_ctx)`` for consecutive blocks of
         ``block`` output rows, to stream a large product to its file without a
         second full-size copy in memory.
@@ -334,25 +335,32 @@ class Drizzle:
         into the same two arrays (a consumer that writes each block away
         before asking for the next saves a fresh 2 x 3.5 MB per block on M2,
         and its page faults); the caller may then change them freely.
+        ``big_endian``: the image blocks come as big-endian float32, ready for
+        a FITS file (formed in the same pass, not swapped afterwards).
+        ``stats`` (a :class:`FinishStats`) receives the weight statistics of
+        every block, from the same pass.
         """
         ny, nx = self.out_shape
         scale = np.float32(scale)
+        dtype = np.dtype(">f4" if big_endian else "=f4")
+        floor = np.float32(stats.floor if stats is not None else 0.0)
         bufs = None
         for r0 in range(0, ny, int(block)):
             r1 = min(ny, r0 + int(block))
+            n = (r1 - r0) * nx
             if reuse:
                 if bufs is None:
                     bufs = (np.empty(min(ny, int(block)) * nx, dtype=np.float32),
                             np.empty(min(ny, int(block)) * nx, dtype=np.float32))
-                img, wht = (b[:(r1 - r0) * nx].reshape(r1 - r0, nx) for b in bufs)
+                img, wht = (b[:n].reshape(r1 - r0, nx) for b in bufs)
             else:
                 img = np.empty((r1 - r0, nx), dtype=np.float32)
                 wht = np.empty((r1 - r0, nx), dtype=np.float32)
-            _core.finish_into(self._acc[r0:r1], img, wht, self.fillval, 0, r1 - r0)
-            if scale != 1:
-                img *= scale
-                img[wht <= 0] = self.fillval
-            yield img, wht, (None if self._ctx is None else self._ctx[0, r0:r1])
+            wsum, nabove, nzero = _core.finish_block(self._acc[r0:r1], img, wht, self.fillval, scale,
+                                                     big_endian, floor)
+            if stats is not None:
+                stats.add(wsum, nabove, nzero)
+            yield img.view(dtype), wht.view(dtype), (None if self._ctx is None else self._ctx[0, r0:r1])
 
     def _finished(self):
         if self._cache is None:
@@ -644,6 +652,25 @@ def drizzle_many(images: Sequence, out_shape, kernel="square", fillval=0.0, thre
                   disable_ctx=disable_ctx)
     drz.add_images(images, threads=threads)
     return drz
+
+
+class FinishStats:
+    """Weight statistics gathered while an output is finished block by block:
+    the sum (float64) and number of weights above ``floor``, and the number of
+    pixels with no weight (<= 0)."""
+
+    def __init__(self, floor=0.0):
+        self.floor, self.wsum, self.nabove, self.nzero = float(floor), 0.0, 0, 0
+
+    def add(self, wsum, nabove, nzero):
+        self.wsum += wsum
+        self.nabove += int(nabove)
+        self.nzero += int(nzero)
+
+    @property
+    def mean_above(self) -> float:
+        """Mean of the weights above ``floor`` (0 when there are none)."""
+        return self.wsum / self.nabove if self.nabove else 0.0
 
 
 def _fresh_array(shape, dtype) -> np.ndarray:
