@@ -282,8 +282,9 @@ class _ProductWriter:
             names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in kinds}
             self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
                                       {"sci": -32, "wht": -32, "ctx": 32})
-        # the band's accumulators are dropped after this: its context rows, like the
-        # reused finish blocks, are byte-swapped in place on their way to the file
+        # the band's accumulators are dropped after this: its context rows are
+        # byte-swapped in place on their way to the file (the image blocks come
+        # big-endian out of the finishing pass)
         stats = FinishStats()
         for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True,
                                                 big_endian=True, stats=stats):

@@ -25,8 +25,8 @@ from .output_wcs import grid_to_product
 
 __all__ = ["DrizzleSeparateStep"]
 
-#: weights above this count in a single's mean weight (the median's ``maskpt``
-#: threshold is relative to it), as AstroDrizzle's ImageStats(lower=1e-8)
+#: weights above this count in a single's mean weight, to which the median's
+#: ``maskpt`` threshold is relative (AstroDrizzle: ``ImageStats(lower=1e-8)``)
 WEIGHT_FLOOR = 1e-8
 
 #: accumulator bytes per output pixel: a float32 (sum, weight) pair (no context
