@@ -28,13 +28,11 @@ def atomic_path(dest, suffix=None):
     tmp = Path(tmp)
     try:
         yield tmp
-        # The old file goes first: renaming over an existing file makes ext4
-        # (auto_da_alloc) write the new file's data out inside rename() -- about
-        # 20 ms per 46 MB image, 0.2-0.5 s for a rerun's singles on M2.  A crash in
-        # between leaves no file, never a partial one; and the runner trusts a
-        # product only with its recorded size and mtime.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(dest)
+        # One rename over the old file: a reader in another process (a sweep point
+        # reading the baseline's manifest) sees the old file or the new one, never
+        # none.  (Unlinking the old one first spared ext4's auto_da_alloc flush
+        # inside rename(), ~20 ms per 46 MB image, but opened that gap: a sweep
+        # test failed 1 time in 25 under load.)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):

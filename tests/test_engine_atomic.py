@@ -1,5 +1,6 @@
 """Atomic output files: complete or absent, never partial, and a new inode."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,22 @@ def test_a_new_file_in_a_new_folder(tmp_path):
     dest = tmp_path / "chain" / "single" / "a.txt"
     write_text(dest, "x")
     assert dest.read_text() == "x"
+
+
+def test_the_old_file_stays_until_the_new_one_takes_its_place(tmp_path, monkeypatch):
+    """Another process reading ``dest`` (a sweep point reading the baseline's
+    manifest while the baseline saves it) must find the old file or the new one
+    at every moment: nothing may remove ``dest`` before the rename."""
+    import drizzleflow.engine.atomic as atomic
+    dest = tmp_path / "manifest.json"
+    dest.write_text("old")
+    seen = []
+    real = os.replace
+
+    def replace(src, dst):
+        seen.append(Path(dst).read_text())    # what a reader finds just before the swap
+        return real(src, dst)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    write_text(dest, "new")
+    assert seen == ["old"] and dest.read_text() == "new"
+
