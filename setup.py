@@ -37,8 +37,8 @@ def extensions():
                 flags = ["-O3", "-ffp-contract=off"]
                 optional = False
                 if fn.endswith("_avx2.pyx"):
-                    # a second build of the core for AVX2 CPUs (steps/drizzle/_native.py picks
-                    # it at run time); no FMA, so it gives the same bits as the generic one
+                    # a second build of the drizzle core / blot for AVX2 CPUs (steps/drizzle/
+                    # _native.py picks it at run time); no FMA: the same bits as the generic one
                     if not X86_64:
                         continue
                     flags += ["-mavx2", "-mno-fma"]

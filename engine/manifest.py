@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +34,15 @@ def software_versions() -> dict:
         except PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def file_identity(path, st=None) -> tuple:
+    """(device, inode, size, mtime) of a file (``st``: its ``os.stat`` result when
+    already taken): the key of the caches of things read from it.  It changes
+    when the file is rewritten; hard links, as a sweep's points make of the
+    working copies, share it."""
+    st = os.stat(path) if st is None else st
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def file_sha256(path, chunk=1 << 20) -> str:

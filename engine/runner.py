@@ -34,7 +34,7 @@ from .cache import file_records, find_in_dirs, import_record, key_file_digests, 
 from .errors import DrizzleflowError, OutputError, StepError
 from .executors import make_executor
 from .malloc import keep_freed_memory
-from .manifest import MANIFEST_NAME, file_sha256, load_manifest, save_manifest, software_versions
+from .manifest import MANIFEST_NAME, file_identity, file_sha256, load_manifest, save_manifest, software_versions
 from .recipe import Recipe, sha256_of
 from .step import Context
 
@@ -198,7 +198,7 @@ def _materialise_inputs(recipe: Recipe, outdir: Path):
 
 
 #: sha256 of input files this process (or the one it was forked from) has read, by
-#: (path, device, inode, size, mtime): a sweep's points read the same inputs in
+#: file identity (device, inode, size, mtime): a sweep's points read the same inputs in
 #: worker processes forked after the shared steps, and hashed the six M2 inputs
 #: (62 MB) again per point
 _DIGESTS: dict = {}
@@ -213,7 +213,7 @@ def _hash_inputs(files, old_manifest):
     out = []
     for f in files:
         st = f.stat()
-        ident = (str(f), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        ident = file_identity(f, st)
         rec = known.get(str(f))
         if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
             digest = rec["sha256"]

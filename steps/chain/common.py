@@ -15,6 +15,7 @@ from astropy.io import fits
 
 from drizzleflow.engine.atomic import atomic_path
 from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.manifest import file_identity
 
 from ..instruments.bits import good_mask
 
@@ -101,14 +102,6 @@ def trim_heap():
 
 
 _LIBC = None
-
-
-def file_identity(path) -> tuple:
-    """(device, inode, size, mtime) of a file: the key of the caches here (it
-    changes when the file is rewritten; hard links, as a sweep's points make of
-    the working copies, share it)."""
-    st = Path(path).stat()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 #: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
