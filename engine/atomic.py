@@ -2,13 +2,56 @@
 folder and renamed into place when complete, so a killed run never leaves a
 half-written product that a rerun would trust."""
 import contextlib
+import ctypes
+import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["atomic_path", "write_text", "write_bytes"]
+__all__ = ["atomic_path", "write_text", "write_bytes", "replace"]
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _find_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2   # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _find_renameat2()
+
+
+def replace(src, dest):
+    """Put ``src`` at ``dest`` in one step, as :func:`os.replace`.
+
+    Where ``dest`` exists and Linux can, the two names are exchanged
+    (``renameat2(RENAME_EXCHANGE)``) and the old file, now under ``src``, is
+    unlinked.  Readers see the old file or the new one, never none -- as with
+    a rename -- but ext4 does not flush the new file's data inside the call:
+    it does that (``auto_da_alloc``) in a rename that replaces a file, 30 ms
+    per 46 MB image here, 0.09 s of a pixfrac-only rerun's 3 products.
+    """
+    global _renameat2
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dest), _RENAME_EXCHANGE) == 0:
+            os.unlink(src)
+            return
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            _renameat2 = None   # not on this kernel or file system: plain renames from now on
+        # ENOENT (no old file) and anything else: a plain rename says what is wrong, if anything
+    os.replace(src, dest)
 
 
 @contextlib.contextmanager
@@ -28,12 +71,11 @@ def atomic_path(dest, suffix=None):
     tmp = Path(tmp)
     try:
         yield tmp
-        # One rename over the old file: a reader in another process (a sweep point
-        # reading the baseline's manifest) sees the old file or the new one, never
-        # none.  (Unlinking the old one first spared ext4's auto_da_alloc flush
-        # inside rename(), ~20 ms per 46 MB image, but opened that gap: a sweep
+        # One step from the old file to the new: a reader in another process (a
+        # sweep point reading the baseline's manifest) sees the old file or the new
+        # one, never none.  (Unlinking the old one first opened that gap: a sweep
         # test failed 1 time in 25 under load.)
-        os.replace(tmp, dest)
+        replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

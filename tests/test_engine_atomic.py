@@ -43,12 +43,45 @@ def test_the_old_file_stays_until_the_new_one_takes_its_place(tmp_path, monkeypa
     dest = tmp_path / "manifest.json"
     dest.write_text("old")
     seen = []
-    real = os.replace
+    real_replace, real_exchange = os.replace, atomic._renameat2
 
     def replace(src, dst):
         seen.append(Path(dst).read_text())    # what a reader finds just before the swap
-        return real(src, dst)
+        return real_replace(src, dst)
+
+    def exchange(fd1, src, fd2, dst, flags):
+        seen.append(Path(os.fsdecode(dst)).read_text())
+        return real_exchange(fd1, src, fd2, dst, flags)
     monkeypatch.setattr(atomic.os, "replace", replace)
+    if real_exchange is not None:
+        monkeypatch.setattr(atomic, "_renameat2", exchange)
     write_text(dest, "new")
     assert seen == ["old"] and dest.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]   # the old file went
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_an_existing_file_is_exchanged_not_renamed_over(tmp_path, monkeypatch):
+    """On Linux the new file and the old one swap names (no ext4 flush inside a
+    rename that replaces a file); a file system that cannot swap gets a rename."""
+    import ctypes
+    import errno
+    import drizzleflow.engine.atomic as atomic
+    if atomic._renameat2 is None:
+        pytest.skip("no renameat2 in this C library")
+    dest = tmp_path / "final_drz_wht.fits"
+    dest.write_text("old")
+    calls = []
+    monkeypatch.setattr(atomic.os, "replace", lambda s, d: calls.append("rename") or os.rename(s, d))
+    write_text(dest, "new")
+    assert calls == [] and dest.read_text() == "new"
+
+    def refuses(*args):
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+    monkeypatch.setattr(atomic, "_renameat2", refuses)
+    write_text(dest, "newer")
+    assert calls == ["rename"] and dest.read_text() == "newer"
+    assert atomic._renameat2 is None          # not tried again in this process
+    assert [p.name for p in tmp_path.iterdir()] == ["final_drz_wht.fits"]
 

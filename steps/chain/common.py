@@ -277,6 +277,14 @@ class Scratch:
         np.copyto(out, arr[y0:y1, x0:x1])
         return out
 
+    def weight(self, key, good, box, value) -> np.ndarray:
+        """Weight image ``good[y0:y1, x0:x1] * value`` (float32) in buffer ``key``:
+        a chip kept for several bands holds its 1-byte mask, not 4-byte weights."""
+        y0, y1, x0, x1 = box
+        out = self.take(key, (y1 - y0, x1 - x0), np.float32)
+        np.multiply(good[y0:y1, x0:x1], np.float32(value), out=out, dtype=np.float32)
+        return out
+
 
 def band_window(wmap, band, pad, scratch=None):
     """Input box ``(y0, y1, x0, x1)`` of a chip for output rows ``band = (y0, y1)`` and
@@ -299,17 +307,19 @@ def new_drizzle(shape, kernel, fillval, context=True):
     return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval, disable_ctx=not context)
 
 
-def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id):
+def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id, threads=None):
     """Drizzle one chip in electrons onto ``driz``; output in e-/s per output pixel.
 
-    ``input_id`` is the 0-based context id.
+    ``input_id`` is the 0-based context id; ``threads`` for the core (default
+    :func:`core_threads`; the result does not depend on it).
     ``pscale_ratio`` = output scale / chip scale (``s``); the intensity factor
     ``s**2`` keeps total flux: a point source's e-/s summed over output pixels
     equals its e-/s in the input.
     """
     driz.add_image(np.ascontiguousarray(data, dtype=np.float32), pixmap, exptime=float(exptime),
                    weight=np.ascontiguousarray(weight, dtype=np.float32), pixfrac=float(pixfrac),
-                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id), threads=core_threads())
+                   in_units="counts", scale=float(pscale_ratio), input_id=int(input_id),
+                   threads=threads or core_threads())
 
 
 def blot_chip(image, pixmap, *, interp, sinscl, exptime, pscale_ratio, fillval=0.0):
