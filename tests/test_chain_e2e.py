@@ -206,8 +206,10 @@ def test_banded_final_from_spill_equals_rereading_the_exposures(run, monkeypatch
 def test_banded_separate_drizzle_matches_one_pass(run):
     """The singles drizzled in bands of rows (the default on the full M2 grid)
     equal the one-pass singles to the last float32 bit or so (turbo kernel;
-    the regions start on the core's tile grid)."""
+    the regions start on the core's tile grid); two exposures at a time in the
+    step's threads write the same bytes as one per work item of an executor."""
     from drizzleflow.steps.chain.banding import bands
+    from drizzleflow.steps.chain.drizzle_separate import AT_ONCE
     singles = run.get("singles")
     grid = run.get("sep_grid")
     saved = {s["root"]: {k: fits.getdata(run.abs(s[k])).copy() for k in ("sci", "wht")} for s in singles}
@@ -217,7 +219,16 @@ def test_banded_separate_drizzle_matches_one_pass(run):
     try:
         DrizzleSeparateStep().run(run, DrizzleSeparateStep.Params(**kw))
         ny, nx = fits.getdata(run.abs(singles[0]["sci"])).shape
-        assert len(bands(ny, nx, 8, bytes_per_pixel=8)) >= 2
+        assert len(bands(ny, nx, 8 // AT_ONCE, bytes_per_pixel=8)) >= 2
+        two_at_once = {s["root"]: [run.abs(s[k]).read_bytes() for k in ("sci", "wht")] for s in run.get("singles")}
+        # the threads executor drizzles one exposure per work item, in its own pool:
+        # the same bands, so the same bytes (and each single went to its own files)
+        from drizzleflow.engine.executors import ThreadExecutor
+        with ThreadExecutor(2) as ex:
+            run.executor = ex
+            DrizzleSeparateStep().run(run, DrizzleSeparateStep.Params(**kw))
+        assert {s["root"]: [run.abs(s[k]).read_bytes() for k in ("sci", "wht")]
+                for s in run.get("singles")} == two_at_once
         for s in run.get("singles"):
             for k in ("sci", "wht"):
                 b = fits.getdata(run.abs(s[k]))
@@ -225,6 +236,7 @@ def test_banded_separate_drizzle_matches_one_pass(run):
                 np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
                 assert (a != b).mean() < 1e-3
     finally:   # later tests use the fixture's singles
+        run.executor = None
         for s in singles:
             for k in ("sci", "wht"):
                 run.abs(s[k]).write_bytes(raw[s["root"]][k])

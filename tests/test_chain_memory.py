@@ -11,7 +11,7 @@ from drizzleflow.steps.chain import banding, minmed
 from drizzleflow.steps.chain.banding import bands
 from drizzleflow.steps.chain.chip_feed import ChipSpill, ExposureInfo
 from drizzleflow.steps.chain.drizzle_final import ACC_BYTES_PER_PIXEL as FINAL_BPP, DrizzleFinalStep
-from drizzleflow.steps.chain.drizzle_separate import ACC_BYTES_PER_PIXEL as SEP_BPP, DrizzleSeparateStep
+from drizzleflow.steps.chain.drizzle_separate import ACC_BYTES_PER_PIXEL as SEP_BPP, AT_ONCE, DrizzleSeparateStep
 from drizzleflow.steps.chain.median import _bounded_map
 from drizzleflow.steps.drizzle import core
 from drizzleflow.steps.drizzle.core import Drizzle
@@ -20,16 +20,18 @@ MIB = 1024 * 1024
 M2_GRID = (3378, 3408)   # the tutorial's output grid at 0.0455"
 
 
-@pytest.mark.parametrize("step, bpp, nbands", [(DrizzleFinalStep, FINAL_BPP, 3), (DrizzleSeparateStep, SEP_BPP, 2)])
-def test_default_band_mb_bands_the_m2_grid_within_the_bound(step, bpp, nbands):
+@pytest.mark.parametrize("step, bpp, at_once, nbands", [(DrizzleFinalStep, FINAL_BPP, 1, 3),
+                                                        (DrizzleSeparateStep, SEP_BPP, AT_ONCE, 4)])
+def test_default_band_mb_bands_the_m2_grid_within_the_bound(step, bpp, at_once, nbands):
     """The defaults band the M2 mosaic (the one-pass accumulators were 138 / 92 MB)
-    and every band's accumulators fit in ``band_mb``."""
+    and the accumulators of the drizzles running at once (two exposures in the
+    separate drizzle) fit in ``band_mb`` together."""
     mb = step.Params().band_mb
-    got = bands(*M2_GRID, mb, bytes_per_pixel=bpp)
+    got = bands(*M2_GRID, mb // at_once, bytes_per_pixel=bpp)
     assert len(got) == nbands
     assert got[0][0] == 0 and got[-1][1] == M2_GRID[0]
     assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
-    assert all((y1 - y0) * M2_GRID[1] * bpp <= mb * MIB for y0, y1 in got)
+    assert all(at_once * (y1 - y0) * M2_GRID[1] * bpp <= mb * MIB for y0, y1 in got)
 
 
 @pytest.mark.parametrize("mb", [8, 20, 47, 48, 100, 320])

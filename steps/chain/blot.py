@@ -3,7 +3,6 @@ the sky added back (ALGORITHMS §1.7) — the model the cosmic-ray test compares
 each input against.  Output ``chain/blot/<root>_sci<N>_blt.fits``."""
 from __future__ import annotations
 
-import threading
 from typing import Literal
 
 import numpy as np
@@ -14,7 +13,7 @@ from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .common import blot_chip, pixmap_for, read_image, sky_for, trim_heap, write_image
 from .geometry import gather_geometry
-from .output_wcs import Grid, grid_from_product
+from .output_wcs import PerThreadGrid, grid_from_product
 
 __all__ = ["BlotStep"]
 
@@ -49,7 +48,7 @@ class BlotStep(Step):
 
         geoms = gather_geometry(context, self.name)   # WCS and shapes only: no pixel data needed
 
-        grids = _PerThreadGrid(grid)
+        grids = PerThreadGrid(grid)
 
         def one(chip):
             pm = pixmap_for(chip, grids.get(), params.stepsize)
@@ -69,23 +68,3 @@ class BlotStep(Step):
         for root, path in context.map(one, geoms):
             blots.setdefault(root, []).append(path)
         context.put("blots", blots)
-
-
-class _PerThreadGrid:
-    """The output grid with one copy of its WCS per thread (wcslib objects are not
-    shared between threads); pickles to Dask workers as the grid alone."""
-
-    def __init__(self, grid):
-        self.grid = grid
-        self._local = threading.local()
-
-    def get(self):
-        if not hasattr(self._local, "grid"):
-            self._local.grid = Grid(self.grid.wcs.deepcopy(), self.grid.shape)
-        return self._local.grid
-
-    def __getstate__(self):
-        return {"grid": self.grid}
-
-    def __setstate__(self, state):
-        self.__init__(state["grid"])

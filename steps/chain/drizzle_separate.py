@@ -25,7 +25,7 @@ from .banding import BandWriter, bands, drop_reach
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
-from .output_wcs import grid_to_product
+from .output_wcs import PerThreadGrid, grid_to_product
 
 __all__ = ["DrizzleSeparateStep"]
 
@@ -110,6 +110,7 @@ class DrizzleSeparateStep(Step):
         row_bands = bands(grid.shape[0], grid.shape[1], max(8, params.band_mb // AT_ONCE),
                           bytes_per_pixel=ACC_BYTES_PER_PIXEL)
         multi = len(row_bands) > 1
+        grids = PerThreadGrid(grid)   # exposures drizzled at once map onto their own WCS copies
 
         def prepare(chip, with_pixmap):
             good = good_from_bits(chip.dq, params.bits)
@@ -120,7 +121,7 @@ class DrizzleSeparateStep(Step):
             if not with_pixmap:
                 return SpilledChip.of(chip), data, good, None
             weight = good.astype(np.float32) * np.float32(_wscale(params.wt_scl, chip.exptime))
-            return chip, data, weight, pixmap_for(chip, grid, params.stepsize)
+            return chip, data, weight, pixmap_for(chip, grids.get(), params.stepsize)
 
         def one(rec, scratch=None, threads=None, reading=None):
             # with ``reading`` (a lock) one exposure is read and prepared at a time: the
@@ -139,7 +140,7 @@ class DrizzleSeparateStep(Step):
                 # whole maps would cost 40 MB per WFPC2 exposure)
                 if multi:
                     prepared = [prepare(chips.pop(0), with_pixmap=False) for _ in range(len(chips))]
-                    maps = [windowed_map_for(chip, grid, params.stepsize) for chip, *_ in prepared]
+                    maps = [windowed_map_for(chip, grids.get(), params.stepsize) for chip, *_ in prepared]
                     if scratch is None:
                         scratch = Scratch()
                 else:

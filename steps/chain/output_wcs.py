@@ -13,13 +13,14 @@ A grid travels between steps as a JSON-serialisable dict
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-__all__ = ["Grid", "orientat", "footprint", "default_grid", "custom_grid", "grid_from_image",
+__all__ = ["Grid", "PerThreadGrid", "orientat", "footprint", "default_grid", "custom_grid", "grid_from_image",
            "grid_to_product", "grid_from_product", "check_size", "MAX_PIXELS"]
 
 #: output grids larger than this (20k × 20k) need ``force``
@@ -41,6 +42,26 @@ class Grid:
     @property
     def orientat(self) -> float:
         return orientat(self.wcs)
+
+
+class PerThreadGrid:
+    """An output grid with one copy of its WCS per thread (wcslib objects are not
+    shared between threads); pickles to Dask workers as the grid alone."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self._local = threading.local()
+
+    def get(self) -> Grid:
+        if not hasattr(self._local, "grid"):
+            self._local.grid = Grid(self.grid.wcs.deepcopy(), self.grid.shape)
+        return self._local.grid
+
+    def __getstate__(self):
+        return {"grid": self.grid}
+
+    def __setstate__(self, state):
+        self.__init__(state["grid"])
 
 
 def orientat(wcs: WCS) -> float:
