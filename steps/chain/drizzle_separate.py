@@ -204,7 +204,7 @@ class DrizzleSeparateStep(Step):
             with ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="drizzle_separate") as pool:
                 futures = [pool.submit(in_thread, rec) for rec in recs]
                 try:
-                    singles = [f.result() for f in futures]
+                    singles = [f.result() for f in context.progress(futures, desc="drizzle_separate")]
                 except BaseException:
                     for f in futures:   # a failed exposure stops the ones not yet started
                         f.cancel()
