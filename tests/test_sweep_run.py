@@ -164,6 +164,25 @@ def test_sweep_runs_upstream_once_and_writes_reports(toy):
     assert (out / "sweep.resolved.yaml").exists() and len(list((out / "points").glob("*.yaml"))) == 7
 
 
+@pytest.mark.parametrize("child", ["none", "fails"])
+def test_sweep_figures_without_a_working_child_process(toy, monkeypatch, child):
+    """The weight figure is drawn in a forked process; where there is no fork, or
+    the child fails, this process draws it instead."""
+    import os
+    from drizzleflow.engine import sweep_report
+    spec = load_sweep(toy / "sweep.yaml", cwd=toy)
+    results = run_sweep(spec, reports=False)
+    out = toy / "sweep_out"
+    if child == "none":
+        monkeypatch.setattr(sweep_report, "_in_child", lambda func, *args: None)
+    else:
+        real = sweep_report._in_child
+        monkeypatch.setattr(sweep_report, "_in_child", lambda func, *args: real(os._exit, 3))
+    made = sweep_report.write_reports(spec, results, out)["figures"]
+    assert [p.name for p in made] == [sweep_report.FWHM_FIGURE, sweep_report.WEIGHT_FIGURE]
+    assert all(p.stat().st_size > 1000 for p in made)
+
+
 def test_interrupted_sweep_resumes_with_remaining_points(toy):
     spec = load_sweep(toy / "sweep.yaml", cwd=toy)
     # a run that stops after three points
