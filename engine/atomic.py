@@ -1,17 +1,28 @@
 """Atomic output: every file is written under a temporary name in its final
 folder and renamed into place when complete, so a killed run never leaves a
-half-written product that a rerun would trust."""
+half-written product that a rerun would trust.
+
+Temporaries are hidden and carry ``.part`` (``.final_drz_sci.fits.k3x9q1za.part``,
+``.sweep_fwhm.png.0w8m2dxe.part.png``, folders ``.ingest.p2m7c0qa.part``), so the
+next run in a folder can tell the ones a killed run left behind from
+everything else and remove them (:func:`remove_orphans`)."""
 import contextlib
 import ctypes
 import errno
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "replace"]
+__all__ = ["atomic_path", "write_text", "write_bytes", "replace", "temp_dir", "remove_orphans"]
+
+#: what :func:`atomic_path` and :func:`temp_dir` name their temporaries: hidden, the
+#: final name, tempfile's 8 random characters, ``.part`` (and the file type's suffix)
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -63,7 +74,7 @@ def atomic_path(dest, suffix=None):
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".part", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part" + (suffix or ""), dir=dest.parent)
     except OSError as exc:
         raise OutputError(f"{dest.parent}: cannot write here ({exc.strerror})") from None
     os.close(fd)
@@ -80,6 +91,39 @@ def atomic_path(dest, suffix=None):
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def temp_dir(parent, name) -> Path:
+    """A fresh hidden folder in ``parent`` for a step's temporary files (the caller
+    removes it; one a killed run left is removed by the next run's
+    :func:`remove_orphans`)."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent))
+
+
+def remove_orphans(root, owner_marks=("manifest.json",)) -> list:
+    """Remove the temporaries (:func:`atomic_path`, :func:`temp_dir`) under ``root``
+    that an interrupted run left behind; returns what was removed.
+
+    Call it only while holding ``root``'s run lock: then no run is writing
+    there.  Folders below ``root`` that hold ``owner_marks`` (another run's
+    output folder, such as a sweep point's) are not entered.
+    """
+    root = Path(root)
+    removed = []
+    for here, dirs, files in os.walk(root):
+        if Path(here) != root and any(m in files for m in owner_marks):
+            dirs[:] = []
+            continue
+        for name in [d for d in dirs if _TEMP_NAME.match(d)]:
+            shutil.rmtree(Path(here, name), ignore_errors=True)
+            removed.append(Path(here, name))
+            dirs.remove(name)
+        for name in files:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    Path(here, name).unlink()
+                    removed.append(Path(here, name))
+    return removed
 
 
 def write_text(dest, text):

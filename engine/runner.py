@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from . import registry
-from .atomic import write_text
+from .atomic import remove_orphans, write_text
 from .cache import file_records, find_in_dirs, import_record, key_file_digests, product_files, record_valid, step_key
 from .errors import DrizzleflowError, OutputError, StepError
 from .executors import make_executor
@@ -102,7 +102,7 @@ class _Lock:
                     pid = 0
                 if pid and pid != os.getpid() and _alive(pid):
                     raise OutputError(f"{self.path.parent}: another drizzleflow run (pid {pid}) is using this "
-                                      "output directory") from None
+                                      f"output directory (if no such run is going on, delete {self.path})") from None
                 self.path.unlink(missing_ok=True)
         raise OutputError(f"{self.path}: cannot take the run lock")
 
@@ -111,13 +111,19 @@ class _Lock:
 
 
 def _alive(pid):
+    """True while process ``pid`` exists and is not a zombie (a run killed a moment
+    ago whose parent has not collected it yet holds no lock)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True   # no /proc (macOS): kill(pid, 0) is all there is
 
 
 def _check_outdir(outdir: Path, recipe: Recipe, overwrite: bool):
@@ -297,6 +303,10 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
 
     with _Lock(outdir):
         handler = _attach_log_file(outdir)
+        stale = remove_orphans(outdir)   # no run is writing here now: ours holds the lock
+        if stale:
+            log.info("removed %d temporary file(s) an interrupted run left in %s: %s", len(stale), outdir,
+                     ", ".join(str(p.relative_to(outdir)) for p in stale[:5]) + (" ..." if len(stale) > 5 else ""))
         own_executor = executor is None
         try:
             if executor is None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from drizzleflow.engine.atomic import temp_dir
 from drizzleflow.engine.errors import InputFileError, OutputError, StepError
 from drizzleflow.engine.step import Params, Step
 
@@ -107,7 +107,7 @@ def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, 
     existed = work.exists()
     try:
         work.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".ingest-", dir=outdir))
+        stage = temp_dir(outdir, "ingest")
     except OSError as exc:
         raise OutputError(f"{work}: cannot create the working folder ({exc.strerror or exc})") from None
     try:

@@ -85,3 +85,44 @@ def test_an_existing_file_is_exchanged_not_renamed_over(tmp_path, monkeypatch):
     assert atomic._renameat2 is None          # not tried again in this process
     assert [p.name for p in tmp_path.iterdir()] == ["final_drz_wht.fits"]
 
+
+
+def _killed_writer(root, *dests):
+    """A process that dies (os._exit) in the middle of writing ``dests`` through
+    atomic_path, and with a step's temporary folder open: what SIGKILL leaves."""
+    import subprocess
+    import sys
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from contextlib import ExitStack\n"
+        "from drizzleflow.engine.atomic import atomic_path, temp_dir\n"
+        "root = Path(sys.argv[1])\n"
+        "with ExitStack() as st:\n"
+        "    for d in sys.argv[2:]:\n"
+        "        suffix = '.png' if d.endswith('.png') else None\n"
+        "        st.enter_context(atomic_path(root / d, suffix=suffix)).write_text('half')\n"
+        "    (temp_dir(root, 'drizzle_final_bands') / '3.data').write_text('spill')\n"
+        "    os._exit(9)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(root), *dests])
+    assert r.returncode == 9
+
+
+def test_remove_orphans_takes_what_a_killed_run_left_and_nothing_else(tmp_path):
+    from drizzleflow.engine.atomic import remove_orphans
+    (tmp_path / "chain" / "single").mkdir(parents=True)
+    (tmp_path / "final_drz_sci.fits").write_text("complete product")
+    (tmp_path / ".notes.part").write_text("a user's hidden file")
+    point = tmp_path / "sweep_point"           # another run's output folder inside this one
+    point.mkdir()
+    (point / "manifest.json").write_text("{}")
+    _killed_writer(tmp_path, "chain/single/a_single_sci.fits", "fig.png")
+    _killed_writer(point, "final_drz_wht.fits")
+    before = {p for p in tmp_path.rglob("*")}
+    assert len([p for p in before if p.name.endswith(".part") or ".part." in p.name]) >= 4
+    removed = remove_orphans(tmp_path)
+    assert sorted(p.name.split(".")[1] for p in removed) == ["a_single_sci", "drizzle_final_bands", "fig"]
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert "final_drz_sci.fits" in left and ".notes.part" in left
+    assert [p for p in left if p.startswith("sweep_point/.final_drz_wht.fits.")]   # not this run's to remove
+    assert not [p for p in left if p.startswith("chain/single/.")]

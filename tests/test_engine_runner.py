@@ -157,10 +157,16 @@ def test_killed_run_resumes_from_last_completed_step(work):
     man = json.loads((work / "out" / "manifest.json").read_text())
     assert man["status"] == "running" and [s["name"] for s in man["steps"]] == ["toy_source"]
     assert work_log(work / "out") == ["toy_source"]
+    # what a kill in the middle of writing a product leaves: a hidden temporary
+    from test_engine_atomic import _killed_writer
+    _killed_writer(work / "out", "toy/scale.npy")
+    assert [p.name for p in (work / "out" / "toy").iterdir() if p.name.startswith(".scale.npy.")]
     flag.unlink()
     p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert work_log(work / "out") == ["toy_source", "scale", "toy_drizzle", "toy_sum"]
+    assert not [p for p in (work / "out").rglob(".*") if p.name != ".drizzleflow.lock"]   # the next run cleaned up
+    assert "temporary file(s) an interrupted run left" in (work / "out" / "drizzleflow.log").read_text()
     import re
     assert re.search(r"^toy_source\s+toy_source\s+cached\s", p.stdout, re.M)
     assert re.search(r"^scale\s+toy_scale\s+ran\s", p.stdout, re.M)

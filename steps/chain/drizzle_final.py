@@ -17,7 +17,6 @@ Choices that differ from AstroDrizzle 3.11, on purpose:
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from typing import Literal
 
@@ -25,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field, field_validator
 
+from drizzleflow.engine.atomic import temp_dir
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
 from drizzleflow.engine.step import Params, Step
@@ -194,7 +194,7 @@ class DrizzleFinalStep(Step):
                 feeds = [ChipFeed(context, params, grid, recs, b, whole=False, reach=reach, first_uid=first_uid,
                                   **feed_args) for b in bands[1:]]
                 later = [u for u in range(len(geoms)) if any(f.reaches(u, rhos[u]) for f in feeds)]
-                spill = ChipSpill(tempfile.mkdtemp(prefix=".drizzle_final_bands.", dir=context.outdir), later)
+                spill = ChipSpill(temp_dir(context.outdir, "drizzle_final_bands"), later)
             for bi, band in enumerate(bands):
                 feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
                                 first_uid=first_uid, spill=spill, **feed_args)
