@@ -57,8 +57,9 @@ def _add_overrides(p):
 def cmd_run(args):
     from .recipe import load_recipe
     from .runner import run_recipe
-    from .sweep import cli_run, is_sweep_recipe  # sweep hook: a recipe with `sweep:` runs all its points
+    from .sweep import is_sweep_recipe  # sweep hook: a recipe with `sweep:` runs all its points
     if is_sweep_recipe(args.recipe):
+        from .sweep_run import cli_run
         return cli_run(args)
     recipe = load_recipe(args.recipe, args.overrides, output=args.output)
     if args.dry_run:

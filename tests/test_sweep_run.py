@@ -11,7 +11,8 @@ from drizzleflow.engine import registry
 from drizzleflow.engine.atomic import write_text
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.step import Params, Step
-from drizzleflow.engine.sweep import load_sweep, run_sweep
+from drizzleflow.engine.sweep import load_sweep
+from drizzleflow.engine.sweep_run import run_sweep
 
 
 class _UpParams(Params):
@@ -267,7 +268,7 @@ def test_failed_point_in_parallel_keeps_the_others(toy):
 def test_parallel_points_share_the_cores(monkeypatch):
     """A point's worker process gets cores // parallel threads for the compiled
     core (DRIZZLEFLOW_THREADS), instead of each process taking every core."""
-    from drizzleflow.engine.sweep import _worker_init
+    from drizzleflow.engine.sweep_run import _worker_init
     from drizzleflow.steps.chain.common import THREADS, core_threads
 
     monkeypatch.delenv("DRIZZLEFLOW_THREADS", raising=False)

@@ -8,7 +8,8 @@ import pytest
 from astropy.table import Table
 
 from drizzleflow.engine import registry
-from drizzleflow.engine.sweep import load_sweep, run_sweep
+from drizzleflow.engine.sweep import load_sweep
+from drizzleflow.engine.sweep_run import run_sweep
 
 pytestmark = pytest.mark.slow
 
