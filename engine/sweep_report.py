@@ -160,11 +160,11 @@ def _plots(spec, results, table, outdir):
     base = next((r for r in results if r["index"] == spec.baseline), results[0])
     args = (results, table, Path(outdir))
     child = _in_child(_weight_figure, *args, limit)
-    made = [_fwhm_figure(*args, base.get("scale"))]
-    if child is None or not _joined(child):
-        made.append(_weight_figure(*args, limit))   # no fork here, or the child failed
-    else:
-        made.append(Path(outdir, WEIGHT_FIGURE))
+    try:
+        made = [_fwhm_figure(*args, base.get("scale"))]
+    finally:   # the child finishes its file before this process goes on (or raises)
+        drawn = child is not None and _joined(child)
+    made.append(Path(outdir, WEIGHT_FIGURE) if drawn else _weight_figure(*args, limit))   # else: no fork, or it failed
     return made
 
 
