@@ -29,6 +29,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .atomic import atomic_path
 from .manifest import file_sha256, load_manifest
 from .recipe import sha256_of
 
@@ -130,19 +131,16 @@ def import_record(src_dir, record, outdir, mode="link") -> dict:
         if os.path.isabs(f["path"]):
             continue
         src, dst = Path(src_dir, f["path"]), Path(outdir, f["path"])
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.reuse")
-        tmp.unlink(missing_ok=True)
-        linked = False
-        if mode == "link":
-            try:
-                os.link(src, tmp)
-                linked = True
-            except OSError:
-                linked = False
-        if not linked:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:   # a temporary a killed run leaves is removed by the next
+            linked = False
+            if mode == "link":
+                try:
+                    os.link(src, tmp)
+                    linked = True
+                except OSError:
+                    linked = False
+            if not linked:
+                shutil.copy2(src, tmp)
     rec = dict(record)
     rec["files"] = file_records([f["path"] for f in record.get("files", [])], outdir)
     rec["reused_from"] = str(src_dir)

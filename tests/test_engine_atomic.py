@@ -126,3 +126,18 @@ def test_remove_orphans_takes_what_a_killed_run_left_and_nothing_else(tmp_path):
     assert "final_drz_sci.fits" in left and ".notes.part" in left
     assert [p for p in left if p.startswith("sweep_point/.final_drz_wht.fits.")]   # not this run's to remove
     assert not [p for p in left if p.startswith("chain/single/.")]
+
+
+def test_reused_products_arrive_by_link_and_leave_no_temporaries(tmp_path):
+    """The cache brings another folder's products in through atomic_path (hard
+    links); importing again, over links to the same files, leaves nothing behind."""
+    from drizzleflow.engine.cache import import_record
+    src, out = tmp_path / "p1", tmp_path / "p2"
+    (src / "chain").mkdir(parents=True)
+    (src / "chain" / "a_single_sci.fits").write_text("single")
+    record = {"files": [{"path": "chain/a_single_sci.fits"}]}
+    for _ in range(2):
+        rec = import_record(src, record, out)
+        assert os.path.samefile(out / "chain" / "a_single_sci.fits", src / "chain" / "a_single_sci.fits")
+        assert [p.name for p in (out / "chain").iterdir()] == ["a_single_sci.fits"]
+    assert rec["reused_from"] == str(src)
