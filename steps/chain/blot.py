@@ -8,10 +8,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .common import blot_chip, pixmap_for, read_image, sky_for, trim_heap, write_image
+from .common import blot_chip, pixmap_for, read_image, sky_for, write_image
 from .geometry import gather_geometry
 from .output_wcs import PerThreadGrid, grid_from_product
 

@@ -19,7 +19,7 @@ from drizzleflow.engine.manifest import file_identity
 
 from ..instruments.bits import good_mask
 
-__all__ = ["IdentityCache", "file_identity", "load_exposure", "trim_heap", "chip_wcs_for", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["IdentityCache", "load_exposure", "chip_wcs_for", "exposure_weight", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
            "wcs_kept", "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
@@ -83,25 +83,6 @@ class IdentityCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value
-
-
-def trim_heap():
-    """Give memory freed by earlier steps back to the system (glibc keeps freed
-    chunks of worker threads' arenas resident; on M2 this lowers the run's peak
-    RSS by ~40 MB).  A no-op where ``malloc_trim`` does not exist."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - attribute check
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 #: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the
@@ -299,6 +280,17 @@ def band_window(wmap, band, pad, scratch=None):
     if band[0]:
         pm[..., 1] -= band[0]
     return box, pm
+
+
+def exposure_weight(wt_scl, exptime) -> float:
+    """The weight of a good pixel of an exposure (``wt_scl``, AstroDrizzle's
+    ``driz_sep_wt_scl`` / ``final_wt_scl``): ``exptime``, ``expsq`` (its square)
+    or a number times the exposure time."""
+    if wt_scl == "exptime":
+        return exptime
+    if wt_scl == "expsq":
+        return exptime * exptime
+    return float(wt_scl) * exptime
 
 
 def new_drizzle(shape, kernel, fillval, context=True):

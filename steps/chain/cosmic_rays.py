@@ -12,12 +12,13 @@ import numpy as np
 from pydantic import Field
 
 from drizzleflow.engine.legacy import FloatPair
+from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 from drizzleflow.steps.instruments.model import CR_BIT
 
 from drizzleflow.steps.instruments.wfpc2 import write_dq
 
-from .common import exposure_records, load_exposure, read_image, trim_heap, write_image
+from .common import exposure_records, load_exposure, read_image, write_image
 from .crdetect import cr_mask
 
 __all__ = ["CosmicRaysStep"]

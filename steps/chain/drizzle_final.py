@@ -27,13 +27,14 @@ from pydantic import Field, field_validator
 from drizzleflow.engine.atomic import temp_dir
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
+from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.core import FinishStats
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .chip_feed import ChipFeed, ChipSpill, chip_rows, one_ahead
-from .common import add_chip, exposure_records, new_drizzle, pixmap_for, sky_for, trim_heap
+from .common import add_chip, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -64,13 +65,7 @@ def chip_weight(good, wht_type, wt_scl, exptime, sky=0.0, rdnoise=0.0, rho=1.0):
     """
     g = np.asarray(good, dtype=np.float32)
     if wht_type == "EXP":
-        if wt_scl == "exptime":
-            f = exptime
-        elif wt_scl == "expsq":
-            f = exptime * exptime
-        else:
-            f = float(wt_scl) * exptime
-        return g * np.float32(f)
+        return g * np.float32(exposure_weight(wt_scl, exptime))
     if wht_type == "IVM":
         var = DARK_RATE * exptime + max(sky, 0.0) + rdnoise ** 2
         f = exptime ** 2 / var / rho ** 4

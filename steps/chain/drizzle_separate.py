@@ -14,13 +14,14 @@ from pydantic import Field
 
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import Bits, OptionalFloat
+from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.core import FinishStats
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .common import (Scratch, add_chip, band_window, core_threads, exposure_records, good_from_bits,
-                     load_exposure, new_drizzle, pixmap_for, sky_for, static_mask_for, trim_heap, windowed_map_for)
+from .common import (Scratch, add_chip, band_window, core_threads, exposure_records, exposure_weight,
+                     good_from_bits, load_exposure, new_drizzle, pixmap_for, sky_for, static_mask_for, windowed_map_for)
 from .banding import BandWriter, bands, drop_reach
 from .chip_feed import SpilledChip
 from .geometry import archive_geometry, check_overlap, gather_geometry
@@ -120,7 +121,7 @@ class DrizzleSeparateStep(Step):
             data = chip.sci - np.float32(sky_for(context, chip, "computed"))
             if not with_pixmap:
                 return SpilledChip.of(chip), data, good, None
-            weight = good.astype(np.float32) * np.float32(_wscale(params.wt_scl, chip.exptime))
+            weight = good.astype(np.float32) * np.float32(exposure_weight(params.wt_scl, chip.exptime))
             return chip, data, weight, pixmap_for(chip, grids.get(), params.stepsize)
 
         def one(rec, scratch=None, threads=None, reading=None):
@@ -167,7 +168,7 @@ class DrizzleSeparateStep(Step):
                                 continue
                             box, pm = placed
                             data = scratch.cut("data", data, box)
-                            weight = scratch.weight("weight", weight, box, _wscale(params.wt_scl, chip.exptime))
+                            weight = scratch.weight("weight", weight, box, exposure_weight(params.wt_scl, chip.exptime))
                         add_chip(driz, data, pm, exptime=chip.exptime, weight=weight, pixfrac=params.pixfrac,
                                  pscale_ratio=rho, input_id=i, threads=threads)
                         del chip, data, weight, pm   # not alive while the next chip is prepared
@@ -212,12 +213,3 @@ class DrizzleSeparateStep(Step):
         else:
             singles = context.map(one, recs)
         context.put("singles", list(singles))
-
-
-def _wscale(wt_scl, exptime):
-    if wt_scl == "exptime":
-        return exptime
-    if wt_scl == "expsq":
-        return exptime * exptime
-    return float(wt_scl) * exptime
-

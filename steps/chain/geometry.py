@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from drizzleflow.engine.manifest import file_identity
 from drizzleflow.steps.instruments.model import ChipGeom
 from drizzleflow.steps.instruments.wfpc2.reader import chip_geometry
 
-from .common import IdentityCache, file_identity
+from .common import IdentityCache
 
 __all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", "check_overlap"]
 

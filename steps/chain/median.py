@@ -28,10 +28,11 @@ from pydantic import Field
 
 from drizzleflow.engine.errors import StepError
 from drizzleflow.engine.legacy import FloatPair, OptionalFloat
+from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 
 from .banding import BandWriter
-from .common import THREADS, trim_heap
+from .common import THREADS
 from .minmed import MIN_COVERAGE, masked_median, minmed
 
 __all__ = ["MedianStep", "combine_strip"]

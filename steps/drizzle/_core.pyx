@@ -11,7 +11,7 @@ Conventions
   the ``drizzle`` package.
 * The accumulator is one float32 array ``(ny, nx, 2)`` of interleaved sums
   ``(sum w*a*d, sum w*a)`` (contributions formed in float64, rounded once per
-  addition); the weighted mean is formed once, at the end, by ``finish_into``.  Sums instead of a running mean avoid a division per
+  addition); the weighted mean is formed once, at the end, by ``finish_block``.  Sums instead of a running mean avoid a division per
   contribution.
 * Input pixels are visited in tiles of ``TILE_ROWS`` rows x ``chunk``
   columns (row-major inside a tile), so neighbouring drops reuse the same
@@ -1857,8 +1857,9 @@ def count_nonfinite(const double[:, :, ::1] pixmap):
 
 def finish_block(const float[:, :, ::1] acc, float[:, ::1] out_img, float[:, ::1] out_wht,
                  float fillval, float scale, bint big_endian, float wfloor):
-    """``finish_into`` for a whole block of rows, with what its consumers did in
-    further passes done in the same one: the mean times ``scale`` (a float32
+    """The weighted mean ``sum / wht`` (float32, ``fillval`` where ``wht == 0``) and
+    the total weight of a block of rows, with what its consumers need done in
+    the same pass: the mean times ``scale`` (a float32
     product; ``fillval`` where the weight is <= 0 once scaled), the statistics
     ``(sum of weights > wfloor as float64, their number, number of weights <= 0)``
     and, with ``big_endian``, both images stored byte-swapped for a FITS file
@@ -1899,20 +1900,3 @@ def finish_block(const float[:, :, ::1] acc, float[:, ::1] out_img, float[:, ::1
                     out_img[j, i] = v
                     out_wht[j, i] = wf
     return wsum, nabove, nzero
-
-
-def finish_into(const float[:, :, ::1] acc,
-                float[:, ::1] out_img, float[:, ::1] out_wht, float fillval,
-                Py_ssize_t row0, Py_ssize_t row1):
-    """Weighted mean ``sum / wht`` (float32) where ``wht != 0``, else ``fillval``."""
-    cdef Py_ssize_t nx = acc.shape[1], i, j
-    cdef double w
-    with nogil:
-        for j in range(row0, row1):
-            for i in range(nx):
-                w = acc[j, i, 1]
-                out_wht[j, i] = <float>w
-                if w != 0.0:
-                    out_img[j, i] = <float>(<double>acc[j, i, 0] / w)
-                else:
-                    out_img[j, i] = fillval

@@ -367,8 +367,9 @@ class Drizzle:
             img = _fresh_array(self.out_shape, np.float32)
             wht = _fresh_array(self.out_shape, np.float32)
 
-            def run(band):
-                _core.finish_into(self._acc, img, wht, self.fillval, band[0], band[1])
+            def run(band):   # the streaming finish's arithmetic, on rows band[0]:band[1]
+                b0, b1 = band
+                _core.finish_block(self._acc[b0:b1], img[b0:b1], wht[b0:b1], self.fillval, 1.0, False, 0.0)
 
             if self._threads == 1:
                 run((0, self.out_shape[0]))
