@@ -82,8 +82,9 @@ def _now():
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class _Lock:
-    """One run per output directory at a time (a stale lock of a dead process is taken over)."""
+class RunLock:
+    """One run per output directory at a time (a stale lock of a dead process is
+    taken over).  Sweeps take it on their root folder as well."""
 
     def __init__(self, outdir):
         self.path = Path(outdir, LOCK_NAME)
@@ -301,7 +302,7 @@ def run_recipe(recipe: Recipe, outdir=None, *, overwrite=False, force=False, reu
         progress = sys.stderr.isatty()
     keep_freed_memory()   # process-wide, once: see engine/malloc.py
 
-    with _Lock(outdir):
+    with RunLock(outdir):
         handler = _attach_log_file(outdir)
         stale = remove_orphans(outdir)   # no run is writing here now: ours holds the lock
         if stale:

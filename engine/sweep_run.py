@@ -186,10 +186,31 @@ def run_sweep(spec: SweepSpec, *, overwrite=False, force=False, workers=None, da
     list of dict
         The point results (also in ``<point>/point_result.json``).
     """
-    from .executors import make_executor
+    from .atomic import remove_orphans
+    from .errors import OutputError
+    from .runner import LOG_NAME, RunLock
 
     for p in spec.points:
         _point_hash(p)
+    out = Path(spec.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
+    # the root holds the plan, the tables and the figures: one sweep at a time, and
+    # what a killed sweep left half-written there goes (each point cleans its own folder)
+    with RunLock(out):
+        stale = remove_orphans(out, owner_marks=("manifest.json", LOG_NAME))
+        if stale:
+            log.info("removed %d temporary file(s) an interrupted sweep left in %s: %s", len(stale), out,
+                     ", ".join(str(p.relative_to(out)) for p in stale[:5]) + (" ..." if len(stale) > 5 else ""))
+        return _run_sweep_locked(spec, overwrite, force, workers, dask_scheduler, progress, reports,
+                                 stop_after, parallel)
+
+
+def _run_sweep_locked(spec, overwrite, force, workers, dask_scheduler, progress, reports, stop_after, parallel):
+    from .executors import make_executor
+
     write_plan(spec, overwrite=overwrite)
     parallel = int(parallel or spec.parallel or 1)
     base = spec.points[spec.baseline]

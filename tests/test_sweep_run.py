@@ -304,3 +304,30 @@ def test_pipelined_points_measure_the_baseline_star_list(toy, monkeypatch):
     assert all(r["steps"]["upstream"] in ("cached", "reused") for r in results[1:])
     assert all(r["steps"]["drizzle_final"] in ("cached", "ran") for r in results[1:])
     assert any(r["steps"]["drizzle_final"] == "cached" for r in results[1:])
+
+
+def test_sweep_root_is_locked_and_cleared_of_a_killed_sweeps_temporaries(toy):
+    """A sweep killed while writing its table or figures leaves ``.part`` files in
+    the root; the next sweep removes them (not those inside a point's folder,
+    which that point's own run clears) and a second sweep on the same root at
+    the same time is refused."""
+    import os
+    from drizzleflow.engine.errors import OutputError
+    from drizzleflow.engine.runner import LOCK_NAME
+    run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy), stop_after=1)
+    out = toy / "sweep_out"
+    point = next(d for d in out.iterdir() if (d / "manifest.json").exists())
+    root_orphan = out / ".sweep_weight_vs_pixfrac_scale.png.k2j4ab7x.part.png"
+    point_orphan = point / ".final_drz_sci.fits.x9f1qq0z.part.fits"
+    root_orphan.write_bytes(b"half a figure")
+    point_orphan.write_bytes(b"half an image")
+    # a live sweep holds the root: refused, nothing removed
+    (out / LOCK_NAME).write_text(str(os.getppid()))
+    with pytest.raises(OutputError, match="another drizzleflow run"):
+        run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))
+    assert root_orphan.exists()
+    (out / LOCK_NAME).unlink()
+    assert len(run_sweep(load_sweep(toy / "sweep.yaml", cwd=toy))) == 7
+    assert not root_orphan.exists()
+    assert point_orphan.exists()         # a finished point is not rerun, so not entered
+    assert not (out / LOCK_NAME).exists()
