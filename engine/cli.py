@@ -173,7 +173,8 @@ def build_parser(load_plugins=True):
     sub.required = True
 
     p = sub.add_parser("run", parents=[verb], help="run a recipe")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="recipe YAML file, e.g. configs/m2_tutorial.yaml (a recipe with `sweep:` "
+                   "runs every point)")
     _add_overrides(p)
     p.add_argument("--output", "-o", help="output directory (wins over the recipe's output:)")
     p.add_argument("--overwrite", action="store_true",
@@ -187,7 +188,7 @@ def build_parser(load_plugins=True):
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", parents=[verb], help="check a recipe without running it")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="recipe YAML file")
     _add_overrides(p)
     p.add_argument("--show", action="store_true", help="print the resolved recipe")
     p.set_defaults(func=cmd_validate)

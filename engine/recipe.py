@@ -390,8 +390,11 @@ def _load_layers(path):
         base, bpos = load_yaml(base_path)
         base = _check_top(base, bpos)
         if base.get("extends"):
-            raise RecipeError("only one level of `extends` is allowed; the base recipe extends another",
-                              where=bpos.where(("extends",)), key="extends")
+            raise RecipeError(
+                f"only one level of `extends` is allowed, and {base_path.name} (extended by {path.name}) "
+                f"extends {base['extends']} itself; extend {base['extends']} directly and copy the settings "
+                f"of {base_path.name} you need, or run {base_path.name} with command-line overrides "
+                f"(e.g. drizzle_final.pixfrac=0.8)", where=bpos.where(("extends",)), key="extends")
         layers.insert(0, (base, bpos))
     return layers, base_path
 
@@ -478,14 +481,23 @@ def _resolve(layers, path, base_path, overrides, output, cwd, name_default=None)
         else:
             _apply_alias(plan, reg, key, value, origin, seen)
 
-    # validate each step's params
-    specs = []
+    # validate each step's params; every step's mistakes are reported at once
+    specs, errors = [], []
     for entry in plan:
         if not entry.enabled:
             continue
         cls = reg[entry.step]
+        try:
+            params = _validate_params(entry, cls)
+        except RecipeError as exc:
+            errors.append(exc)
+            continue
         specs.append(StepSpec(name=entry.name, step=entry.step, cls=cls,
-                              params=_validate_params(entry, cls), given=dict(entry.params), where=entry.where))
+                              params=params, given=dict(entry.params), where=entry.where))
+    if errors:
+        first = errors[0]
+        first.all_errors = [line for e in errors for line in getattr(e, "all_errors", None) or [str(e)]]
+        raise first
 
     name = top.get("name") or (path.stem if path is not None else name_default)
     recipe_where = str(path) if path is not None else name_default

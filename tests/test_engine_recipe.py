@@ -83,8 +83,10 @@ def test_before_enabled_and_new_steps_appended(data):
 def test_extends_only_one_level(data):
     write(data / "a.yaml", "extends: b.yaml\n")
     write(data / "b.yaml", "extends: a.yaml\n")
-    with pytest.raises(RecipeError, match="only one level"):
+    with pytest.raises(RecipeError, match="only one level") as err:
         load_recipe(data / "a.yaml", cwd=data)
+    # names the user's file and the way out, not only the base's line
+    assert "b.yaml (extended by a.yaml) extends a.yaml itself; extend a.yaml directly" in str(err.value)
 
 
 def test_aliases_in_params_astrodrizzle_block_and_command_line(data):
@@ -235,3 +237,21 @@ def test_provider_input_options_from_the_command_line(tmp_path):
     (tmp_path / "r.yaml").write_text("input: {simulate: m2, seed: 1}\nsteps: []\n")
     r = load_recipe(tmp_path / "r.yaml", ["input.size=256", "input.nexp=2"], cwd=tmp_path)
     assert r.input == {"simulate": "m2", "seed": 1, "size": 256, "nexp": 2}
+
+
+def test_mistakes_in_several_steps_are_reported_together(data):
+    """One typo per step: the error names all of them, each with its line."""
+    write(data / "base.yaml", BASE)
+    rec = write(data / "r.yaml", """\
+        extends: base.yaml
+        steps:
+          - {name: scale, params: {factr: 3}}
+          - {name: toy_drizzle, params: {pixfrac: 7}}
+        """)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(rec, cwd=data)
+    lines = err.value.all_errors
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{rec}:3:") and "scale.factr" in lines[0] and "factor" in lines[0]
+    assert lines[1].startswith(f"{rec}:4:") and "toy_drizzle.pixfrac" in lines[1]
+    assert str(err.value) == lines[0]
