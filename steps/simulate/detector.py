@@ -2,8 +2,10 @@
 sky, vignetting, noise, cosmic rays, static defects, A/D saturation, DQ.
 
 Everything is in electrons until the last step, which digitises to raw DN
-(gain ATODGAIN = 7, bias ~330 DN, 12-bit A/D ceiling 4095) and subtracts the
-bias to give calibrated DN as in a ``c0m`` file.  Random streams are keyed by
+(ATODGAIN setting 7: each chip's own gain from the instrument table, 7.12,
+7.12, 6.90 and 7.10 e-/DN, the values every WFPC2 reader -- DrizzlePac's and
+ours -- converts back with; bias ~330 DN, 12-bit A/D ceiling 4095) and
+subtracts the bias to give calibrated DN as in a ``c0m`` file.  Random streams are keyed by
 (seed, purpose, exposure, chip), so a render without cosmic rays differs from
 the normal render only where cosmic rays fell.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drizzleflow.steps.instruments.wfpc2 import reference_files as rf
+from drizzleflow.steps.instruments.wfpc2.constants import detector_gain
 
 from . import psf as psfmod
 from .geometry import REF_CHIP, chip_specs
@@ -35,8 +38,8 @@ _NOISE, _CR, _DEFECTS, _BIAS, _FLAT = 1, 2, 3, 4, 7
 
 @dataclass(frozen=True)
 class DetectorParams:
-    gain: float = 7.0            # e-/DN, the header ATODGAIN
-    read_noise: float = 5.0      # e-
+    gain: float = 7.0            # the ATODGAIN setting (7 or 15); each chip's e-/DN is the table's
+    read_noise: float | None = None   # e-; None: each chip's value in the table
     bias: float = 330.0          # DN, removed in calibration
     adc_max: int = 4095          # raw DN ceiling
     sat_flag_dn: float = 3500.0  # calibrated DN above which DQ 8 is set
@@ -221,7 +224,11 @@ def render_chip(*, seed, exp_index, size, detector, models, d2im, pointing, star
     # calibrated values are then not on a lattice of integer DN, as in real c0m files
     qe = flat_field(seed, size, detector)
     rng = np.random.default_rng([seed, _NOISE, exp_index, detector])
-    elec = rng.poisson(img * qe).astype(np.float64) + rng.normal(0.0, params.read_noise, img.shape)
+    # the chip's own gain and read noise: a flat ATODGAIN of 7 e-/DN would put each
+    # chip's electrons off by up to 1.7 % once a reader applies the real gains
+    gain, table_rn = detector_gain(params.gain, detector)
+    read_noise = table_rn if params.read_noise is None else params.read_noise
+    elec = rng.poisson(img * qe).astype(np.float64) + rng.normal(0.0, read_noise, img.shape)
     elec += np.minimum(dark, 0.0)
     for col, start in badcols:            # a dead stretch of column: ~10 % response
         elec[start:, col] *= 0.1
@@ -229,7 +236,7 @@ def render_chip(*, seed, exp_index, size, detector, models, d2im, pointing, star
     if crs:
         elec += cr
     bias = params.bias + np.random.default_rng([seed, _BIAS, exp_index, detector]).normal(0.0, 0.3)
-    raw = np.clip(np.floor(elec / params.gain + bias + 0.5), 0, params.adc_max)
+    raw = np.clip(np.floor(elec / gain + bias + 0.5), 0, params.adc_max)
     sci = ((raw - bias) / qe).astype(np.float32)
     dq = dq.copy()
     dq[(raw >= params.adc_max) | (sci > params.sat_flag_dn)] |= DQ_SATURATED
