@@ -38,7 +38,9 @@ __all__ = ["simulate_m2", "setup", "render_exposure_chip", "provide", "register"
 
 log = logging.getLogger(__name__)
 
-SIM_VERSION = 1
+#: bumped whenever the same parameters would render different files (2: per-chip gains),
+#: so a provider never reuses a set made by an older simulator
+SIM_VERSION = 2
 ROOTS = ("ua060502m", "ua060504m", "ua060506m", "ua060508m", "ua06050am", "ua06050cm")
 TIMES = ("13:51:16", "13:59:16", "14:07:16", "14:15:16", "14:23:16", "14:31:16")
 LINENUMS = ("05.002",) * 4 + ("05.004",) * 2
