@@ -1,12 +1,13 @@
-"""Chips made ready for the drizzle core, one ahead in a worker thread.
+"""Chips made ready for the drizzle core.
 
 The final drizzle visits every chip of every exposure once per band of output
 rows.  Making a chip ready (reading its exposure, the pixel map onto the
 grid, the good-pixel mask from DQ, static and cosmic-ray masks, the weight
 image) is numpy and astropy work that holds the GIL only part of the time;
-the core releases it.  :class:`ChipFeed` therefore prepares the next chip in
-a worker thread while the caller drizzles the current one, and skips the
-chips (and whole exposures) whose outline cannot reach the band.
+the core releases it, so the caller prepares the next chip while the
+:class:`~drizzleflow.steps.drizzle.pipeline.DrizzlePipeline`'s threads
+drizzle the last ones.  :class:`ChipFeed` skips the chips (and whole
+exposures) whose outline cannot reach the band.
 
 With several bands, the first band keeps what the later ones need of each chip
 (its sky-subtracted data and its good-pixel mask) in a :class:`ChipSpill`
@@ -17,7 +18,6 @@ are computed once per chip (``WindowedMap``), not once per band.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,22 +27,7 @@ import numpy as np
 from .banding import drop_reach
 from .common import band_window, good_from_bits, load_exposure, pixmap_for, sky_for, windowed_map_for
 
-__all__ = ["ExposureInfo", "ReadyChip", "ChipFeed", "ChipSpill", "SpilledChip", "chip_rows", "one_ahead"]
-
-_END = object()
-
-
-def one_ahead(iterable):
-    """Iterate ``iterable`` in a worker thread, one item ahead of the consumer."""
-    it = iter(iterable)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(next, it, _END)
-        while True:
-            item = nxt.result()
-            if item is _END:
-                return
-            nxt = pool.submit(next, it, _END)
-            yield item
+__all__ = ["ExposureInfo", "ReadyChip", "ChipFeed", "ChipSpill", "SpilledChip", "chip_rows"]
 
 
 @dataclass(frozen=True)

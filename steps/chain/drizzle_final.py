@@ -31,10 +31,11 @@ from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 
 from drizzleflow.steps.drizzle.core import FinishStats
+from drizzleflow.steps.drizzle.pipeline import DrizzlePipeline
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .chip_feed import ChipFeed, ChipSpill, chip_rows, one_ahead
-from .common import add_chip, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
+from .chip_feed import ChipFeed, ChipSpill, chip_rows
+from .common import add_chip, core_threads, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -50,6 +51,10 @@ ERR_MESSAGE = ("wht_type ERR needs an ERR array, which WFPC2 c0m/c1m data do not
 #: the products are streamed to their files in row blocks, so nothing else scales
 #: with the grid
 ACC_BYTES_PER_PIXEL = 12
+
+#: chips queued or being drizzled at once (steps/drizzle/pipeline.py): two let the
+#: next chip's tiles fill the gaps of the last one's
+AHEAD = 2
 
 #: dark current used by the automatic IVM weights, e-/s (as AstroDrizzle)
 DARK_RATE = 0.005
@@ -197,15 +202,18 @@ class DrizzleFinalStep(Step):
                 driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context)
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
                 nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
-                for item in context.progress(one_ahead(feed.chips(todo)), desc=desc, total=nchips):
-                    if item.pixmap is not None:
-                        add_chip(driz, item.data, item.pixmap, exptime=item.chip.exptime, weight=item.weight,
-                                 pixfrac=params.pixfrac, pscale_ratio=item.rho, input_id=item.uid)
-                    if bi == 0:
-                        entry = prov.add(item)
-                        if per_chip is not None:
-                            per_chip.add(item, entry)
-                    del item
+                # chips are queued as they come; the next chip's tiles start while this one's
+                # last finish (steps/drizzle/pipeline.py: same bits as one chip at a time)
+                with DrizzlePipeline(driz, threads=core_threads(), ahead=AHEAD) as pipe:
+                    for item in context.progress(_paced(feed.chips(todo), pipe), desc=desc, total=nchips):
+                        if item.pixmap is not None:
+                            add_chip(pipe, item.data, item.pixmap, exptime=item.chip.exptime, weight=item.weight,
+                                     pixfrac=params.pixfrac, pscale_ratio=item.rho, input_id=item.uid)
+                        if bi == 0:
+                            entry = prov.add(item)
+                            if per_chip is not None:
+                                per_chip.add(item, entry)
+                        del item
                 if bi == 0:
                     if spill is not None:
                         spill.complete = True
@@ -237,6 +245,17 @@ class DrizzleFinalStep(Step):
         counts = context.get("cr_counts", {}) or {}
         for root, c in counts.items():
             log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
+
+
+def _paced(chips, pipe):
+    """Each chip is prepared (read, masked, mapped) once the pipeline has room for
+    it, so at most ``AHEAD`` chips are in memory besides the one being prepared."""
+    while True:
+        pipe.wait_for_room()
+        item = next(chips, None)
+        if item is None:
+            return
+        yield item
 
 
 def _finish(driz, params, fill, texp):

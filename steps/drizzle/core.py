@@ -515,8 +515,24 @@ class Drizzle:
         output pixel receives its contributions in the same order whatever
         the number of threads (bit-identical results).
         """
-        ny = self.out_shape[0]
         mapper = map if pool is None else pool.map
+        labels, counts, phases = self._tile_plan(jobs, mapper)
+
+        def run(unit):
+            code, (b0, b1) = unit
+            for job, lab, cnt in zip(jobs, labels, counts):
+                if cnt[code]:
+                    self._run(job, b0, b1, lab, code)
+
+        for units in phases:
+            list(mapper(run, units))
+
+    def _tile_plan(self, jobs, mapper=map):
+        """The work units of square-kernel ``jobs`` (see :meth:`_run_tiles`):
+        ``(labels, counts, phases)`` -- each tile's unit code and the number of
+        tiles per code for every job, and per phase the units that have tiles,
+        ``(code, (first row, end row))``, biggest first."""
+        ny = self.out_shape[0]
         spans = list(mapper(lambda j: self._tile_rows(j, ny), jobs))
         heights = np.concatenate([(r1 - r0 + 1)[r1 >= r0] for r0, r1 in spans])
         height = float(np.percentile(heights, 90)) if heights.size else float(ny)
@@ -537,17 +553,10 @@ class Drizzle:
                   [(nb + k, (bands[k - 1][0], bands[k][1])) for k in range(1, nb, 2)],
                   [(2 * nb, (0, ny))]]
 
-        def run(unit):
-            code, (b0, b1) = unit
-            for job, lab, cnt in zip(jobs, labels, counts):
-                if cnt[code]:
-                    self._run(job, b0, b1, lab, code)
-
         total = np.sum(counts, axis=0)
-        for units in phases:
-            # biggest first: better balance, and the order of disjoint units does not matter
-            units = sorted((u for u in units if total[u[0]]), key=lambda u: -total[u[0]])
-            list(mapper(run, units))
+        # biggest first: better balance, and the order of disjoint units does not matter
+        phases = [sorted((u for u in units if total[u[0]]), key=lambda u: -total[u[0]]) for units in phases]
+        return labels, counts, phases
 
     @staticmethod
     def _tile_rows(job, ny):

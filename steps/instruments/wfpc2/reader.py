@@ -141,6 +141,9 @@ def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
             raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
         data = np.array(sh.data, dtype=np.float32, order="C")  # native endian copy
         dq = as_uint16(dh.data)   # always a new array
+        # the file's big-endian arrays go as soon as they are converted: a whole
+        # exposure of them (15 MB on WFPC2) would otherwise stay beside the copies
+        del sh.data, dh.data
         if clear:
             dq &= np.uint16(~clear & 0xFFFF)
         bad = ~np.isfinite(data)
