@@ -9,8 +9,11 @@ distortion-aware format (SIP, D2IMARR, WCSCORR) as the tutorial's first run does
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional, Union
 
@@ -21,6 +24,7 @@ from drizzleflow.engine.atomic import temp_dir
 from drizzleflow.engine.errors import InputFileError, OutputError, StepError
 from drizzleflow.engine.step import Params, Step
 
+from .chain.common import core_threads
 from .instruments.bits import bits_mask
 from .instruments.wfpc2.constants import NAN_BIT
 from .instruments.wfpc2.files import as_uint16, check_inputs, read_fits
@@ -83,6 +87,25 @@ def _prepare(pair, bits, do_wcs, uref, stage):
     return sci_out, dq_out
 
 
+def _prepare_all(pairs, bits, do_wcs, uref, stage):
+    """The working copies of every pair (an iterator of (sci, dq) paths, in pair order).
+
+    Making one is mostly astropy header work (parsing, updatewcs, verifying on
+    write), which holds the GIL: two threads gained nothing.  Where ``fork``
+    exists, worker processes share the pairs instead; they inherit the imported
+    modules, so they start in milliseconds.  Errors arrive as themselves (see
+    engine.errors).  Only a process with no other thread forks (a thread
+    holding a lock at the fork would leave the child stuck on it): under a
+    Dask client or inside a caller's threads the pairs are done here, in turn."""
+    procs = min(core_threads(), len(pairs))
+    if procs < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from (_prepare(p, bits, do_wcs, uref, stage) for p in pairs)
+        return
+    n = len(pairs)
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(_prepare, pairs, [bits] * n, [do_wcs] * n, [uref] * n, [stage] * n)
+
+
 def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, resetbits=4096, log=None):
     """Check and copy/convert archive inputs; the function behind the step.
 
@@ -112,8 +135,8 @@ def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, 
         raise OutputError(f"{work}: cannot create the working folder ({exc.strerror or exc})") from None
     try:
         made = []
-        for pair in pairs:
-            made.append((pair, *_prepare(pair, bits, updatewcs, uref, stage)))
+        for pair, paths in zip(pairs, _prepare_all(pairs, bits, updatewcs, uref, stage)):
+            made.append((pair, *paths))
             if log:
                 log.info("ingest: %s -> %s/%s_c0m.fits%s", pair.sci.name, workdir, pair.root,
                          " (updatewcs)" if updatewcs else "")

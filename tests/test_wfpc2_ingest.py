@@ -3,6 +3,9 @@ modified, products point at the working copies, later steps write through
 atomic helpers; plus the ``info`` command."""
 import argparse
 import hashlib
+import multiprocessing as mp
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from drizzleflow.engine.errors import OutputError
+from drizzleflow.engine.errors import InputFileError, OutputError
+from drizzleflow.steps import ingest as ingest_module
 from drizzleflow.engine.step import Context
 from drizzleflow.steps.info import catfits_lines, hselect_lines, register
 from drizzleflow.steps.ingest import Ingest, IngestParams
@@ -24,8 +28,8 @@ def _sha(paths):
     return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
 
 
-def _run_ingest(tmp_path, inputs, **params):
-    ctx = Context(outdir=tmp_path / "out", inputs=[Path(p) for p in inputs],
+def _run_ingest(tmp_path, inputs, out="out", **params):
+    ctx = Context(outdir=tmp_path / out, inputs=[Path(p) for p in inputs],
                   options={"uref": str(tmp_path / "uref")})
     Ingest().run(ctx, IngestParams(**params))
     return ctx
@@ -146,3 +150,66 @@ def test_info_on_waivered_file_lists_groups(tmp_path):
     assert [int(r.split()[2]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[2].split()[3]) == fits.getval(sci, "CRVAL1", ("SCI", 3))
     assert any("64x64x4" in line for line in catfits_lines(c0f))
+
+
+
+_REAL_PREPARE = ingest_module._prepare
+
+
+def _spy_prepare(pair, *args):
+    """Module-level (worker processes get functions by name): notes which process made the copy."""
+    Path(os.environ["DF_TEST_PIDS"], f"pid_{pair.root}").write_text(str(os.getpid()))
+    return _REAL_PREPARE(pair, *args)
+
+
+def _broken_prepare(pair, *args):
+    if pair.root == "ua060504m":
+        raise InputFileError(pair.dq, "DQ data unit unreadable")
+    return _REAL_PREPARE(pair, *args)
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="no fork here")
+def test_worker_processes_write_the_bytes_of_one_pair_at_a_time(tmp_path, monkeypatch):
+    """Several pairs go to forked worker processes (when the process has no other
+    thread); the working copies are the same bytes as made here in turn, and a
+    pair that fails in a worker fails the step with its own error and leaves no
+    working folder behind."""
+    S.write_references(tmp_path / "uref")
+    pairs = S.make_set(tmp_path / "arch", 3)
+    roots = [p[0].name[:9] for p in pairs]
+    monkeypatch.setenv("DF_TEST_PIDS", str(tmp_path))
+    monkeypatch.setattr(ingest_module, "_prepare", _spy_prepare)
+
+    def makers():
+        return {int((tmp_path / f"pid_{r}").read_text()) for r in roots}
+
+    monkeypatch.setattr(ingest_module, "core_threads", lambda: 2)
+    # a thread left by an earlier test (Dask keeps one) would rightly stop the fork
+    monkeypatch.setattr(ingest_module.threading, "active_count", lambda: 1)
+    ctx = _run_ingest(tmp_path, [p[0] for p in pairs], out="a", updatewcs=True)
+    assert os.getpid() not in makers()            # made in worker processes
+    monkeypatch.setattr(ingest_module, "core_threads", lambda: 1)
+    ref = _run_ingest(tmp_path, [p[0] for p in pairs], out="b", updatewcs=True)
+    assert makers() == {os.getpid()}              # made here, in turn
+    monkeypatch.undo()
+    monkeypatch.setenv("DF_TEST_PIDS", str(tmp_path))
+    monkeypatch.setattr(ingest_module, "_prepare", _spy_prepare)
+    monkeypatch.setattr(ingest_module, "core_threads", lambda: 2)
+    other = threading.Event()
+    t = threading.Thread(target=other.wait)
+    t.start()
+    try:
+        _run_ingest(tmp_path, [p[0] for p in pairs], out="d", updatewcs=True)
+    finally:
+        other.set()
+        t.join()
+    assert makers() == {os.getpid()}              # another thread is running: no fork
+    for a, b in zip(ctx.get("exposures"), ref.get("exposures")):
+        for key in ("sci", "dq"):
+            assert Path(ctx.abs(a[key])).read_bytes() == Path(ref.abs(b[key])).read_bytes()
+
+    monkeypatch.setattr(ingest_module, "_prepare", _broken_prepare)
+    monkeypatch.setattr(ingest_module.threading, "active_count", lambda: 1)
+    with pytest.raises(InputFileError, match="ua060504m_c1m.fits: DQ data unit unreadable"):
+        _run_ingest(tmp_path, [p[0] for p in pairs], out="c", updatewcs=True)
+    assert not (tmp_path / "c" / "work").exists()
