@@ -248,8 +248,8 @@ class DrizzleFinalStep(Step):
 
 
 def _paced(chips, pipe):
-    """Each chip is prepared (read, masked, mapped) once the pipeline has room for
-    it, so at most ``AHEAD`` chips are in memory besides the one being prepared."""
+    """Each chip is prepared (read, masked, mapped) only once the pipeline has room
+    for it: at most ``AHEAD`` chips are in memory, queued, running or being prepared."""
     while True:
         pipe.wait_for_room()
         item = next(chips, None)

@@ -89,7 +89,7 @@ class DrizzlePipeline:
             while len(self._jobs) >= self.ahead and self._error is None:
                 self._cv.wait()
             self._raise_error()
-            units = [_Unit(next(self._seq), job, rows, code, labels[0]) for units in phases for code, rows in units]
+            units = [_Unit(next(self._seq), job, rows, code, labels[0]) for phase in phases for code, rows in phase]
             if not units:
                 return job.nskipped
             self._jobs[id(job)] = len(units)
