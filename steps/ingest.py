@@ -96,7 +96,9 @@ def _prepare_all(pairs, bits, do_wcs, uref, stage):
     modules, so they start in milliseconds.  Errors arrive as themselves (see
     engine.errors).  Only a process with no other thread forks (a thread
     holding a lock at the fork would leave the child stuck on it): under a
-    Dask client or inside a caller's threads the pairs are done here, in turn."""
+    Dask client or inside a caller's threads the pairs are done here, in turn.
+    As many processes as the drizzle core would use threads (``core_threads``:
+    ``DRIZZLEFLOW_THREADS=1``, as a sweep's parallel points have, keeps it here)."""
     procs = min(core_threads(), len(pairs))
     if procs < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         yield from (_prepare(p, bits, do_wcs, uref, stage) for p in pairs)
