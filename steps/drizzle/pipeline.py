@@ -86,9 +86,7 @@ class DrizzlePipeline:
         driz._cache = None
         driz._threads = self.threads
         with self._cv:
-            while len(self._jobs) >= self.ahead and self._error is None:
-                self._cv.wait()
-            self._raise_error()
+            self._wait_for_room_locked()
             units = [_Unit(next(self._seq), job, rows, code, labels[0]) for phase in phases for code, rows in phase]
             if not units:
                 return job.nskipped
@@ -109,8 +107,11 @@ class DrizzlePipeline:
         """Wait until fewer than ``ahead`` images are queued or running: a caller
         that calls this before preparing its next image holds no more than that."""
         with self._cv:
-            while len(self._jobs) >= self.ahead and self._error is None:
-                self._cv.wait()
+            self._wait_for_room_locked()
+
+    def _wait_for_room_locked(self):
+        while len(self._jobs) >= self.ahead and self._error is None:
+            self._cv.wait()
         self._raise_error()
 
     def drain(self):
