@@ -455,6 +455,27 @@ def test_bad_constructor_arguments():
         drizzle_many([], (4, 4), threads=0)
 
 
+@pytest.mark.parametrize("kernel", ["square", "turbo"])
+def test_reused_accumulator_buffer_gives_the_fresh_result(kernel):
+    data = _data()
+    pm = _affine_map(*data.shape, scale=0.6, theta=0.3, shift=(30, 5))
+    fresh = Drizzle((110, 120), kernel=kernel)
+    fresh.add_image(data, pm, pixfrac=0.8, scale=0.6)
+    # a buffer left dirty by an earlier output, larger than needed
+    buf = np.full(2 * 110 * 120 + 17, 7.5, dtype=np.float32)
+    first = Drizzle((50, 30), kernel=kernel, acc_buffer=buf)
+    first.add_image(data, pm, pixfrac=0.8, scale=0.6)
+    reused = Drizzle((110, 120), kernel=kernel, acc_buffer=buf)
+    reused.add_image(data, pm, pixfrac=0.8, scale=0.6)
+    for a, b in zip(fresh.finish()[:2], reused.finish()[:2]):
+        assert a.tobytes() == b.tobytes()
+    assert np.shares_memory(reused._acc, buf)
+    for bad in (np.zeros(2 * 110 * 120 - 1, np.float32), np.zeros(2 * 110 * 120, np.float64),
+                np.zeros((2, 2 * 110 * 120), np.float32)[:, ::2]):
+        with pytest.raises(DrizzleArrayError, match="acc_buffer"):
+            Drizzle((110, 120), acc_buffer=bad)
+
+
 def test_broken_map_that_explodes_a_pixel_is_an_error():
     data = _data(4, 4)
     pm = _affine_map(4, 4)

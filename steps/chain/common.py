@@ -293,10 +293,14 @@ def exposure_weight(wt_scl, exptime) -> float:
     return float(wt_scl) * exptime
 
 
-def new_drizzle(shape, kernel, fillval, context=True):
-    """A running drizzle output from the core (sci, wht, ctx accumulators)."""
+def new_drizzle(shape, kernel, fillval, context=True, scratch=None):
+    """A running drizzle output from the core (sci, wht, ctx accumulators); with
+    ``scratch`` (a :class:`Scratch`) its accumulator lives in the buffer ``"acc"``
+    there, reused by the next output made with the same scratch."""
     from drizzleflow.steps.drizzle.core import Drizzle
-    return Drizzle(tuple(int(n) for n in shape), kernel=kernel, fillval=fillval, disable_ctx=not context)
+    shape = tuple(int(n) for n in shape)
+    acc = None if scratch is None else scratch.take("acc", (shape[0] * shape[1] * 2,), np.float32)
+    return Drizzle(shape, kernel=kernel, fillval=fillval, disable_ctx=not context, acc_buffer=acc)
 
 
 def add_chip(driz, data, pixmap, *, exptime, weight, pixfrac, pscale_ratio, input_id, threads=None):

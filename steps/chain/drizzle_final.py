@@ -35,7 +35,7 @@ from drizzleflow.steps.drizzle.pipeline import DrizzlePipeline
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
 from .chip_feed import ChipFeed, ChipSpill, chip_rows
-from .common import add_chip, core_threads, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
+from .common import Scratch, add_chip, core_threads, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
 from .output_wcs import Grid, grid_to_product
@@ -188,6 +188,7 @@ class DrizzleFinalStep(Step):
                              good, params.wht_type, params.wt_scl, chip.exptime,
                              sky_for(context, chip, "subtracted"), chip.rdnoise, rho))
         out = spill = None
+        scratch = Scratch()   # one accumulator for every band: zeroed pages, not fresh ones
         try:
             if reach is not None:
                 # what the later bands need of each chip is kept on disk by the first band
@@ -199,7 +200,8 @@ class DrizzleFinalStep(Step):
                 feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
                                 first_uid=first_uid, spill=spill, **feed_args)
                 todo = feed.exposures(rhos) if bi else list(range(len(recs)))
-                driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context)
+                driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context,
+                                   scratch=scratch)
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
                 nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 # chips are queued as they come; the next chip's tiles start while this one's
