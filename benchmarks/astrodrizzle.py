@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/astrodrizzle.py [--size 800] [--nexp 6] [--seed 1]
-        [--workdir /tmp/bench] [--benchpython PYTHON]
+        [--workdir /tmp/bench] [--benchpython PYTHON] [--repeat N]
 
 Steps, each a separate process measured with ``/usr/bin/time -v`` (wall
 time and peak RSS of that process):
@@ -20,7 +20,10 @@ time and peak RSS of that process):
    and that command once more, every step cached: the floor under any rerun.
 
 Prints wall time, peak RSS, the ratios, and a pixel comparison of the two
-final images where both have weight.  AstroDrizzle's WFPC2 output is
+final images where both have weight.  ``--repeat N`` makes N rounds in all
+of drizzleflow's runs followed by AstroDrizzle's (fresh folders each round) and
+prints every round's ratios and their range: on a shared machine a pair run
+back to back is the unit of comparison.  AstroDrizzle's WFPC2 output is
 e-/s divided by the gain of the last chip drizzled (WF4); it is multiplied
 back for the comparison and this is said in the output.
 """
@@ -182,6 +185,37 @@ def per_chip(s1, s2, both, ctx, nchips=4, names=("PC1", "WF2", "WF3", "WF4")):
     return out
 
 
+def run_ours(recipe, out, log_dir, rerun_pixfrac, tag=""):
+    """drizzleflow's full run into ``out``, the pixfrac-only rerun, and that rerun
+    again with every step cached; returns their wall times and peak RSS."""
+    t_ours, m_ours = timed([DRIZZLEFLOW, "run", recipe, "--output", out], log_dir / f"ours{tag}.log")
+    rerun = [DRIZZLEFLOW, "run", recipe, "--output", out, f"drizzle_final.pixfrac={rerun_pixfrac}"]
+    t_rerun, m_rerun = timed(rerun, log_dir / f"ours_rerun{tag}.log")
+    # the same command again: every step cached, so this is what any rerun costs before
+    # its first step runs (interpreter, imports, recipe, cache checks)
+    t_cached, _ = timed(rerun, log_dir / f"ours_cached{tag}.log")
+    return {"ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun, "rerun_mib": m_rerun, "cached_s": t_cached}
+
+
+def run_ad(benchpython, work_dir, ad_dir, wd, tag=""):
+    """AstroDrizzle on copies of our working files, on our output grid."""
+    prepare_ad_inputs(work_dir, ad_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t_ad, m_ad = timed([benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / f"ad{tag}.log", env=env)
+    return {"ad_s": t_ad, "ad_mib": m_ad}
+
+
+def ratios(r) -> dict:
+    return {"speed": r["ad_s"] / r["ours_s"], "memory": r["ours_mib"] / r["ad_mib"],
+            "rerun": r["ad_s"] / r["rerun_s"], "cached": r["ad_s"] / r["cached_s"]}
+
+
+def print_ratios(x, prefix=""):
+    print(f"{prefix}speed-up {x['speed']:5.2f}x (target >= 6); memory ratio {x['memory']:5.2f} (target <= 0.5); "
+          f"rerun speed-up vs AstroDrizzle full run {x['rerun']:5.1f}x (target >= 20; "
+          f"a run with nothing to do is {x['cached']:4.1f}x)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=800)
@@ -191,41 +225,35 @@ def main(argv=None):
     ap.add_argument("--benchpython", default=str(bench_python()),
                     help="interpreter with drizzlepac installed (default: .benchenv, see make bench-env)")
     ap.add_argument("--skip-ad", action="store_true", help="only run drizzleflow")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of (drizzleflow, AstroDrizzle) in turn, "
+                    "each into fresh folders; the ratios of every round and their range are printed "
+                    "(the machine's speed drifts, so a pair run back to back is the unit)")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
     wd = Path(a.workdir).resolve()
     data = simulate_fresh(wd, a.size, a.nexp, a.seed)
     uref = data / "uref"
     recipe = wd / "tutorial.yaml"
     write_recipe(recipe, data, uref, wd / "ours")
 
-    t_ours, m_ours = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours.log")
-    print(f"drizzleflow tutorial recipe: {t_ours:7.2f} s wall, {m_ours:7.1f} MiB peak RSS")
-
-    t_rerun, m_rerun = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours", "drizzle_final.pixfrac=0.8"],
-                             wd / "ours_rerun.log")
-    print(f"drizzleflow rerun, only drizzle_final.pixfrac changed: {t_rerun:7.2f} s wall, {m_rerun:7.1f} MiB")
-    # the same command again: every step cached, so this is what any rerun costs before
-    # its first step runs (interpreter, imports, recipe, cache checks)
-    t_cached, _ = timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours", "drizzle_final.pixfrac=0.8"],
-                        wd / "ours_cached.log")
-    print(f"drizzleflow run with every step cached (floor of any rerun): {t_cached:7.2f} s wall")
+    first = run_ours(recipe, wd / "ours", wd, 0.8)
+    print(f"drizzleflow tutorial recipe: {first['ours_s']:7.2f} s wall, {first['ours_mib']:7.1f} MiB peak RSS")
+    print(f"drizzleflow rerun, only drizzle_final.pixfrac changed: {first['rerun_s']:7.2f} s wall, "
+          f"{first['rerun_mib']:7.1f} MiB")
+    print(f"drizzleflow run with every step cached (floor of any rerun): {first['cached_s']:7.2f} s wall")
     # restore the pixfrac=1.0 products for the comparison (from the cache)
     timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours_restore.log")
 
-    result = {"size": a.size, "nexp": a.nexp, "ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun,
-              "cached_s": t_cached}
+    result = {"size": a.size, "nexp": a.nexp, **first}
     if not a.skip_ad:
         ad_dir = wd / "ad_run"
-        prepare_ad_inputs(wd / "ours" / "work", ad_dir)
         g = grid_of(wd / "ours" / "final_drz_sci.fits")
         (wd / "grid.json").write_text(json.dumps(g))
         (wd / "run_ad.py").write_text(AD_SCRIPT)
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        t_ad, m_ad = timed([a.benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / "ad.log", env=env)
-        print(f"AstroDrizzle (num_cores=1):  {t_ad:7.2f} s wall, {m_ad:7.1f} MiB peak RSS")
-        print(f"speed-up {t_ad / t_ours:5.2f}x (target >= 6); memory ratio {m_ours / m_ad:5.2f} (target <= 0.5); "
-              f"rerun speed-up vs AstroDrizzle full run {t_ad / t_rerun:5.1f}x (target >= 20; "
-              f"a run with nothing to do is {t_ad / t_cached:4.1f}x)")
+        first.update(run_ad(a.benchpython, wd / "ours" / "work", ad_dir, wd))
+        print(f"AstroDrizzle (num_cores=1):  {first['ad_s']:7.2f} s wall, {first['ad_mib']:7.1f} MiB peak RSS")
+        print_ratios(ratios(first))
         gain_last = float(fits.getval(ad_dir / sorted(p.name for p in ad_dir.glob("*_c0m.fits"))[-1], "ATODGAIN", 0))
         from drizzleflow.steps.instruments.wfpc2 import detector_gain
         g_wf4 = detector_gain(gain_last, 4)[0]
@@ -237,7 +265,27 @@ def main(argv=None):
         print("  where one detector alone contributed (sky_offset: ours - AstroDrizzle x gain, e-/s):")
         for chip, v in cmp["per_chip"].items():
             print(f"    {chip}: " + ", ".join(f"{k} {x}" for k, x in v.items()))
-        result.update({"ad_s": t_ad, "ad_mib": m_ad, "compare": cmp})
+        result.update({"ad_s": first["ad_s"], "ad_mib": first["ad_mib"], "compare": cmp})
+        rounds = [first]
+        for k in range(2, a.repeat + 1):
+            # fresh folders each round, the last round's removed first (1.5 GB on M2); a
+            # different rerun pixfrac each round, so that no rerun is served from the cache
+            out, ad_k = wd / f"ours_r{k}", wd / f"ad_run_r{k}"
+            for old in (wd / f"ours_r{k - 1}", wd / f"ad_run_r{k - 1}"):
+                shutil.rmtree(old, ignore_errors=True)
+            r = run_ours(recipe, out, wd, round(0.8 - 0.01 * (k - 1), 2), tag=f"_r{k}")
+            r.update(run_ad(a.benchpython, out / "work", ad_k, wd, tag=f"_r{k}"))
+            rounds.append(r)
+            print(f"round {k}: drizzleflow {r['ours_s']:.2f} s, {r['ours_mib']:.1f} MiB, rerun {r['rerun_s']:.2f} s, "
+                  f"cached {r['cached_s']:.2f} s; AstroDrizzle {r['ad_s']:.2f} s, {r['ad_mib']:.1f} MiB")
+            print_ratios(ratios(r), prefix=f"round {k}: ")
+        if len(rounds) > 1:
+            xs = [ratios(r) for r in rounds]
+            span = {key: (min(x[key] for x in xs), float(np.median([x[key] for x in xs])), max(x[key] for x in xs))
+                    for key in xs[0]}
+            print(f"over {len(rounds)} rounds (min / median / max): " + "; ".join(
+                f"{key} {lo:.2f} / {med:.2f} / {hi:.2f}" for key, (lo, med, hi) in span.items()))
+            result["rounds"] = [{**r, **ratios(r)} for r in rounds]
     (wd / "result.json").write_text(json.dumps(result, indent=2))
     print(f"details in {wd}/result.json and the *.log files")
 
