@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -54,6 +55,36 @@ def _add_overrides(p):
                         "(final_pixfrac=0.8); values follow YAML 1.2 typing")
 
 
+@contextlib.contextmanager
+def _collector_out_of_the_way():
+    """Python's cyclic garbage collector off while the step modules and the recipe
+    load; then (``loaded()``) what was loaded is frozen (``gc.freeze``) and the
+    collector turned back on; everything is unfrozen on the way out, so that an
+    in-process caller (the tests, a notebook) is left as it was.
+
+    Imports (astropy above all) allocate hundreds of thousands of long-lived
+    objects: they set off ~150 young collections and one full one, and each full
+    collection later in the run walks all of them again.  A run spent 0.10-0.14 s
+    of its main thread in the collector (pixfrac-only rerun and full M2 run),
+    0.02-0.04 s with this."""
+    was_enabled = gc.isenabled()
+    state = {"frozen": False}
+
+    def loaded():
+        if not state["frozen"]:
+            state["frozen"] = True
+            gc.freeze()
+            if was_enabled:
+                gc.enable()
+
+    gc.disable()
+    try:
+        yield loaded
+    finally:
+        loaded()
+        gc.unfreeze()
+
+
 def cmd_run(args):
     from .recipe import load_recipe
     from .runner import run_recipe
@@ -61,12 +92,15 @@ def cmd_run(args):
     if is_sweep_recipe(args.recipe):
         from .sweep_run import cli_run
         return cli_run(args)
-    recipe = load_recipe(args.recipe, args.overrides, output=args.output)
-    if args.dry_run:
-        print(f"{args.recipe}: recipe '{recipe.name}' -> {recipe.output}: " + ", ".join(s.name for s in recipe.steps))
-        return 0
-    result = run_recipe(recipe, overwrite=args.overwrite, force=args.force, workers=args.workers,
-                        dask_scheduler=args.dask_scheduler, progress=None if not args.quiet else False)
+    with _collector_out_of_the_way() as loaded:
+        recipe = load_recipe(args.recipe, args.overrides, output=args.output)
+        loaded()
+        if args.dry_run:
+            print(f"{args.recipe}: recipe '{recipe.name}' -> {recipe.output}: "
+                  + ", ".join(s.name for s in recipe.steps))
+            return 0
+        result = run_recipe(recipe, overwrite=args.overwrite, force=args.force, workers=args.workers,
+                            dask_scheduler=args.dask_scheduler, progress=None if not args.quiet else False)
     print(result.summary())
     return 0
 

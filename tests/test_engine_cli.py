@@ -125,6 +125,33 @@ def test_run_prints_summary_and_second_run_is_cached(work):
     assert "2 steps: 2 ran" in p.stdout and own_lines(p.stderr) == []
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_run_freezes_the_loaded_modules_and_leaves_the_collector_as_it_was(work, incli, monkeypatch, fails):
+    """While the steps run, what was loaded is frozen and the collector is on; after
+    the run (or its failure) nothing is left frozen or switched off."""
+    import gc
+
+    import drizzleflow.engine.runner as runner
+    seen = {}
+    real = runner.run_recipe
+
+    def spy(*a, **k):
+        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+        if fails:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+    monkeypatch.setattr(runner, "run_recipe", spy)
+    (work / "r.yaml").write_text('input: "*.dat"\noutput: out\nsteps:\n  - {step: toy_source}\n')
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    if fails:
+        with pytest.raises(RuntimeError, match="boom"):
+            incli("run", "r.yaml", "-q", cwd=work)
+    else:
+        assert incli("run", "r.yaml", "-q", cwd=work).returncode == 0
+    assert seen["enabled"] and seen["frozen"] > 10000
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
 def test_refused_output_is_one_line_exit_2(work, incli):
     (work / "out").mkdir()
     (work / "out" / "x").write_text("")
