@@ -86,11 +86,36 @@ def test_order_stats_match_partition_including_the_fallback(monkeypatch):
     assert calls[-1] == bad.size  # fell back to the whole array
 
 
-def test_chunked_histogram_equals_one_pass():
+def test_compiled_passes_equal_the_numpy_program_bit_for_bit():
+    """_clipstats: numpy's pairwise sums for every length around its block sizes,
+    in-place selection as boolean indexing."""
+    from drizzleflow.steps.chain._clipstats import mean_std, select
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 300), 1023, 1024, 1025, 4097, 65537, 640000]:
+        x = rng.normal(40.0, 6.0, n) * rng.choice([1.0, 1e-4, 1e5])
+        mean, std = mean_std(x)
+        assert mean == float(x.mean())
+        assert std == (float(x.std(ddof=1)) if n > 1 else 0.0)
+    for n in (1, 3, 9, 200):                        # even the sign of a zero sum
+        assert str(mean_std(np.full(n, -0.0))[0]) == str(float(np.full(n, -0.0).mean()))
+    x = rng.normal(0.0, 1.0, 100001)
+    buf = x.copy()
+    n1 = select(buf, -2.0, 2.5, buf)               # in place: the kept values move to the front
+    assert np.array_equal(buf[:n1], x[(x >= -2.0) & (x <= 2.5)])
+    out = np.empty_like(x)
+    assert select(buf[:n1], -1.0, 1.0, out) == np.count_nonzero((x >= -1.0) & (x <= 1.0))
+    with pytest.raises(ValueError):
+        select(x, 0.0, 1.0, out[:10])
+    with pytest.raises(ValueError):
+        mean_std(x[:0])
+
+
+def test_compiled_histogram_equals_the_numpy_program():
     rng = np.random.default_rng(5)
     v = rng.normal(10.0, 2.0, 300007)
     v[::1000] = 900.0
-    for nbins in (2, 37, 4000, 65536, 70000):
+    v[5::97] = rng.uniform(10.0, 900.0, v[5::97].size)   # every bin up to the last one used
+    for nbins in (2, 3, 37, 4000, 65536, 70000):
         vmin, vmax = float(v.min()), float(v.max())
         spacing = (vmax - vmin) / (nbins - 1)
         idx = np.clip(np.floor((v - vmin) / spacing).astype(np.int64), 0, nbins - 1)

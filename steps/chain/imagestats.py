@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._clipstats import histogram, mean_std, select
+
 __all__ = ["ClippedStats", "clipped_stats"]
 
 
@@ -33,34 +35,11 @@ class ClippedStats:
         return float(getattr(self, name))
 
 
-#: values binned per pass of :func:`_histogram`
-_CHUNK = 65536
-
-
 def _histogram(v, vmin, spacing, nbins):
-    """Counts of ``clip(floor((v - vmin) / spacing), 0, nbins - 1)``.
-
-    In chunks through two small scratch arrays: the same integer counts as one
-    whole-array pass, without its two chip-sized temporaries (whose fresh pages
-    cost more than the arithmetic).  Very many bins: one pass, as before."""
-    if nbins > _CHUNK or v.size <= _CHUNK:
-        idx = np.floor((v - vmin) / spacing).astype(np.int64)
-        np.clip(idx, 0, nbins - 1, out=idx)
-        return np.bincount(idx, minlength=nbins)
-    hist = np.zeros(nbins, dtype=np.int64)
-    t = np.empty(_CHUNK)
-    idx = np.empty(_CHUNK, dtype=np.int64)
-    for i in range(0, v.size, _CHUNK):
-        part = v[i:i + _CHUNK]
-        m = part.size
-        tt, ii = t[:m], idx[:m]
-        np.subtract(part, vmin, out=tt)
-        np.divide(tt, spacing, out=tt)
-        np.floor(tt, out=tt)
-        np.copyto(ii, tt, casting="unsafe")   # = astype(np.int64)
-        np.clip(ii, 0, nbins - 1, out=ii)
-        hist += np.bincount(ii, minlength=nbins)
-    return hist
+    """Counts of ``clip(floor((v - vmin) / spacing), 0, nbins - 1)``: one compiled
+    pass (``_clipstats.histogram``), the same integer counts as numpy's whole-array
+    program without its two chip-sized temporaries."""
+    return histogram(np.ascontiguousarray(v, dtype=np.float64), float(vmin), float(spacing), int(nbins))
 
 
 def _mode(v: np.ndarray, sigma: float, binwidth: float) -> float:
@@ -148,8 +127,10 @@ def clipped_stats(values, lower=None, upper=None, nclip=3, lsig=3.0, usig=3.0,
     """
     # Speed without changing a bit of the result (the sky feeds every later step):
     # no copy when every value is finite / inside the range, a narrower range is
-    # cut from the previous selection (same values, same order, so the same
-    # sums), the std reuses the mean, and the median partitions a window only.
+    # compacted from the previous selection (same values, same order, so the same
+    # sums) in one pass (``_clipstats.select``), mean and std are numpy's pairwise
+    # sums without temporaries (``_clipstats.mean_std``, ~2.5x faster than the
+    # numpy program), and the median partitions a window only.
     v = np.asarray(values, dtype=np.float64).ravel()
     finite = np.isfinite(v)
     if not finite.all():
@@ -163,37 +144,25 @@ def clipped_stats(values, lower=None, upper=None, nclip=3, lsig=3.0, usig=3.0,
     a, b = lo, hi
     kept, ka, kb = v, -np.inf, np.inf   # kept = the values of v inside [ka, kb]
     mean = std = np.nan
-    # scratch arrays reused by every pass (chip-sized temporaries cost page faults)
-    m1, m2 = np.empty(v.size, dtype=bool), np.empty(v.size, dtype=bool)
-    tmp = np.empty(v.size)
+    buf = None   # the kept values when fewer than all, compacted in place pass after pass
     for k in range(int(nclip) + 1):
         if a <= vmin and b >= vmax:
             kept, ka, kb = v, a, b
         else:
             src = kept if (a >= ka and b <= kb) else v
-            s1, s2 = m1[:src.size], m2[:src.size]
-            np.greater_equal(src, a, out=s1)
-            np.less_equal(src, b, out=s2)
-            s1 &= s2
-            kept, ka, kb = src[s1], a, b
+            if buf is None:
+                buf = np.empty(v.size)
+            kept, ka, kb = buf[:select(src, a, b, buf)], a, b
         n = kept.size
         if n == 0:
             raise ValueError("not enough data points for statistics (all values clipped)")
-        mean = float(np.add.reduce(kept) / n)     # as ndarray.mean
-        if n > 1:                                 # as ndarray.std(ddof=1), in the scratch array
-            d = tmp[:n]
-            np.subtract(kept, mean, out=d)
-            np.multiply(d, d, out=d)
-            std = float(np.sqrt(np.add.reduce(d) / (n - 1)))
-        else:
-            std = 0.0
+        mean, std = mean_std(kept)   # as ndarray.mean and ndarray.std(ddof=1)
         if k < nclip:
             a_new = max(lo, mean - lsig * std)
             b_new = min(hi, mean + usig * std)
             if a_new == a and b_new == b:
                 break
             a, b = a_new, b_new
-    del m1, m2, tmp   # freed before the median/mode temporaries are allocated
     median = np.nan
     if "median" in fields or "midpt" in fields:
         median = _median(kept if nclip > 0 else v)
