@@ -184,6 +184,33 @@ def test_derivative_term_protects_sharp_sources():
     assert not good0[4, 4]
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (3, 5), (61, 47), (200, 300)])
+def test_compiled_driz_cr_equals_the_numpy_program(shape):
+    """The compiled two-sweep test gives the numpy program's pixels: sky noise, hits,
+    sharp stars, both thresholds near their edges, NaN in the data and in the blot,
+    every border (the 3 x 3 rule is clamped there)."""
+    from drizzleflow.steps.chain.crdetect import _driz_cr_numpy
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(4):
+        blot = rng.normal(60.0, 3.0, shape).astype(np.float32)
+        blot.flat[rng.integers(0, blot.size, max(1, blot.size // 40))] = rng.uniform(500, 3e4)
+        data = (blot + rng.normal(0.0, 9.0, shape)).astype(np.float32)
+        hits = rng.integers(0, data.size, max(1, data.size // 30))
+        data.flat[hits] += rng.uniform(20, 400, hits.size).astype(np.float32)
+        if trial >= 2:
+            data.flat[rng.integers(0, data.size, 3)] = np.nan
+            blot.flat[rng.integers(0, blot.size, 2)] = np.nan
+        for snr, scale, rn in (((5.5, 3.5), (2.0, 1.5), 5.0), ((3.5, 3.0), (1.2, 0.7), 0.73),
+                               ((1.0, 0.5), (0.0, 0.0), 13.0)):
+            want = _driz_cr_numpy(data, blot, rn, snr, scale, False)
+            got = driz_cr(data, blot, rn, snr, scale)
+            assert got.dtype == bool and got.shape == shape
+            assert np.array_equal(got, want), (trial, snr, int((got != want).sum()))
+    # a non-contiguous view is taken as its values
+    assert np.array_equal(driz_cr(data[:, ::-1], blot[:, ::-1], 5.0), _driz_cr_numpy(
+        data[:, ::-1], blot[:, ::-1], 5.0, (3.5, 3.0), (1.2, 0.7), False))
+
+
 def test_grow_and_cte():
     good = np.ones((7, 7), dtype=bool)
     good[3, 3] = False

@@ -97,6 +97,18 @@ def driz_cr(data, blot, rdnoise, snr=(3.5, 3.0), scale=(1.2, 0.7), legacy_edges=
     """
     data = np.asarray(data, dtype=np.float32)
     blot = np.asarray(blot, dtype=np.float32)
+    if legacy_edges or data.ndim != 2 or data.shape != blot.shape:
+        return _driz_cr_numpy(data, blot, rdnoise, snr, scale, legacy_edges)
+    from ._crdetect import driz_cr_flags
+    f = np.float32
+    return driz_cr_flags(np.ascontiguousarray(data), np.ascontiguousarray(blot), f(rdnoise) ** 2,
+                         f(scale[0]), f(scale[1]), f(snr[0]), f(snr[1]))
+
+
+def _driz_cr_numpy(data, blot, rdnoise, snr, scale, legacy_edges):
+    """The numpy program of :func:`driz_cr` (the compiled ``_crdetect`` gives the
+    same pixels in two sweeps instead of some twenty): the reference, and the path
+    for the legacy edges."""
     diff = np.abs(data - blot)
     d = deriv(blot, legacy_edges=legacy_edges)
     noise = np.sqrt(np.abs(blot) + np.float32(rdnoise) ** 2)
