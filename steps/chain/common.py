@@ -251,6 +251,10 @@ class Scratch:
             buf = self._bufs[key] = np.empty(n, dtype=dtype)
         return buf[:n].reshape(shape)
 
+    def drop(self, key) -> None:
+        """Free buffer ``key`` (a later ``take`` allocates it afresh)."""
+        self._bufs.pop(key, None)
+
     def cut(self, key, arr, box) -> np.ndarray:
         """``arr[y0:y1, x0:x1]`` copied into buffer ``key``."""
         y0, y1, x0, x1 = box
