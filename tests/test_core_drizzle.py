@@ -513,6 +513,17 @@ def test_iter_finished_blocks_equal_finish():
     assert len(ids) == 1 and [b[0].shape for b in seen] == [b[0].shape for b in blocks]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in seen]), simg)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in seen]), swht)
+    # the caller's two arrays (dirty, larger than a block), passed again for a second output
+    pair = (np.full(16 * 60 + 5, np.inf, np.float32), np.full(16 * 60, np.inf, np.float32))
+    for _ in range(2):
+        got = [(bi.copy(), bw.copy(), np.shares_memory(bi, pair[0]) and np.shares_memory(bw, pair[1]))
+               for bi, bw, _ in drz.iter_finished(block=16, scale=2.5, reuse=pair)]
+        assert all(g[2] for g in got)
+        np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), simg)
+        np.testing.assert_array_equal(np.concatenate([g[1] for g in got]), swht)
+    for bad in ((pair[0],), (pair[0], pair[1][:16 * 60 - 1]), (pair[0], pair[1].astype(np.float64))):
+        with pytest.raises(DrizzleArrayError, match="reuse"):
+            next(drz.iter_finished(block=16, reuse=bad))
 
 
 def test_iter_finished_big_endian_blocks_and_weight_statistics():

@@ -358,6 +358,9 @@ class Drizzle:
         into the same two arrays (a consumer that writes each block away
         before asking for the next saves a fresh 2 x 3.5 MB per block on M2,
         and its page faults); the caller may then change them freely.
+        ``reuse`` may also be a pair of float32 arrays (each at least ``block``
+        rows of the output) to write the blocks into: a caller finishing one
+        output after another passes the same pair each time.
         ``big_endian``: the image blocks come as big-endian float32, ready for
         a FITS file (formed in the same pass, not swapped afterwards).
         ``stats`` (a :class:`FinishStats`) receives the weight statistics of
@@ -368,6 +371,14 @@ class Drizzle:
         dtype = np.dtype(">f4" if big_endian else "=f4")
         floor = np.float32(stats.floor if stats is not None else 0.0)
         bufs = None
+        if isinstance(reuse, (tuple, list)):
+            bufs = tuple(reuse)
+            need = min(ny, int(block)) * nx
+            if len(bufs) != 2 or any(not isinstance(b, np.ndarray) or b.dtype != np.float32 or b.size < need
+                                     or not b.flags.c_contiguous for b in bufs):
+                raise DrizzleArrayError("reuse", f"expected two C-contiguous float32 arrays of at least {need} "
+                                        "elements")
+            bufs = tuple(b.reshape(-1) for b in bufs)
         for r0 in range(0, ny, int(block)):
             r1 = min(ny, r0 + int(block))
             n = (r1 - r0) * nx
