@@ -156,9 +156,9 @@ class DrizzleSeparateStep(Step):
             try:
                 for y0, y1 in row_bands:
                     # the accumulator is reused from band to band (in ``scratch``): zeroing it
-                    # costs less than the page faults of a fresh one.
-                    # The heap's free pages (the last chip's pixel maps, the previous band's row
-                    # blocks; ~40 MB on M2) are given back so that they do not stay resident beside it
+                    # costs less than the page faults of a fresh one.  The heap's free pages
+                    # (what the last band's windows left) are given back so that they do not
+                    # stay resident beside it
                     trim_heap()
                     driz = new_drizzle((y1 - y0, grid.shape[1]), params.kernel, params.fillval, context=False,
                                        scratch=scratch)
