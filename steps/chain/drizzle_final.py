@@ -222,7 +222,7 @@ class DrizzleFinalStep(Step):
                     out = _ProductWriter(context.outdir, params, grid.shape, prov.header(context), fill, prov.texp)
                 out.write(driz)
                 del driz
-                trim_heap()   # the next band's accumulators reuse this band's pages
+                trim_heap()   # what the band's chips freed, before the next band's context plane
         except BaseException:
             if out is not None:
                 out.abort()   # no partial products left behind

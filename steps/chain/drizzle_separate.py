@@ -41,6 +41,9 @@ ACC_BYTES_PER_PIXEL = 8
 #: exposures drizzled at once; ``band_mb`` is shared between them
 AT_ONCE = 2
 
+#: output rows per block streamed to the singles' files
+FINISH_ROWS = 256
+
 
 class DrizzleSeparateStep(Step):
     """Drizzle each exposure separately onto a common grid (input to the median)."""
@@ -178,8 +181,9 @@ class DrizzleSeparateStep(Step):
                         writer = BandWriter({"sci": p_sci, "wht": p_wht}, {"sci": h, "wht": h}, grid.shape, {})
                     # streamed in row blocks (no second full-size copy of the single in memory),
                     # big-endian and with the weight statistics from the same pass
-                    for sci, wht, _ in driz.iter_finished(reuse=_row_blocks(scratch, grid.shape[1]),
-                                                          big_endian=True, stats=wstats):
+                    rows = _row_blocks(scratch, grid.shape[1])
+                    for sci, wht, _ in driz.iter_finished(block=FINISH_ROWS, reuse=rows, big_endian=True,
+                                                          stats=wstats):
                         writer.write(sci=sci, wht=wht)
                     del driz
                 writer.close()
@@ -225,10 +229,11 @@ class DrizzleSeparateStep(Step):
         context.put("singles", list(singles))
 
 
-def _row_blocks(scratch, nx, block=256):
-    """Two float32 arrays of ``block`` output rows for ``Drizzle.iter_finished``, kept in
+def _row_blocks(scratch, nx):
+    """Two float32 arrays of ``FINISH_ROWS`` output rows for ``Drizzle.iter_finished``, kept in
     ``scratch`` from band to band (fresh ones cost 7 MB of page faults per band on M2);
     ``True`` (arrays made per band) without a scratch."""
     if scratch is None:
         return True
-    return scratch.take("sci_rows", (block * nx,), np.float32), scratch.take("wht_rows", (block * nx,), np.float32)
+    return (scratch.take("sci_rows", (FINISH_ROWS * nx,), np.float32),
+            scratch.take("wht_rows", (FINISH_ROWS * nx,), np.float32))

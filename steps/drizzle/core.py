@@ -205,20 +205,23 @@ class _Job:
     chunks: np.ndarray | None = None
 
 
+def _flat_float32(name, buffer, n):
+    """The first ``n`` elements of a caller's C-contiguous float32 array (1-D view)."""
+    if (not isinstance(buffer, np.ndarray) or buffer.dtype != np.float32 or buffer.size < n
+            or not buffer.flags.c_contiguous):
+        raise DrizzleArrayError(name, f"expected a C-contiguous float32 array of at least {n} elements")
+    return buffer.reshape(-1)[:n]
+
+
 def _accumulator(ny, nx, buffer):
     """A zeroed ``(ny, nx, 2)`` float32 accumulator: in ``buffer`` (a float32 array of
     at least ``ny * nx * 2`` elements) when given, else fresh.  A caller drizzling
     many bands or images in turn passes the same buffer each time: zeroing pages
     already mapped is several times cheaper than faulting in fresh ones (~90k page
     faults in one M2 separate drizzle)."""
-    n = ny * nx * 2
     if buffer is None:
         return np.zeros((ny, nx, 2), dtype=np.float32)
-    if (not isinstance(buffer, np.ndarray) or buffer.dtype != np.float32 or buffer.size < n
-            or not buffer.flags.c_contiguous):
-        raise DrizzleArrayError("acc_buffer", f"expected a C-contiguous float32 array of at least {n} "
-                                "elements")
-    acc = buffer.reshape(-1)[:n].reshape(ny, nx, 2)
+    acc = _flat_float32("acc_buffer", buffer, ny * nx * 2).reshape(ny, nx, 2)
     acc.fill(0.0)
     return acc
 
@@ -372,13 +375,9 @@ class Drizzle:
         floor = np.float32(stats.floor if stats is not None else 0.0)
         bufs = None
         if isinstance(reuse, (tuple, list)):
-            bufs = tuple(reuse)
-            need = min(ny, int(block)) * nx
-            if len(bufs) != 2 or any(not isinstance(b, np.ndarray) or b.dtype != np.float32 or b.size < need
-                                     or not b.flags.c_contiguous for b in bufs):
-                raise DrizzleArrayError("reuse", f"expected two C-contiguous float32 arrays of at least {need} "
-                                        "elements")
-            bufs = tuple(b.reshape(-1) for b in bufs)
+            if len(reuse) != 2:
+                raise DrizzleArrayError("reuse", f"expected True, False or two arrays, got {len(reuse)}")
+            bufs = tuple(_flat_float32("reuse", b, min(ny, int(block)) * nx) for b in reuse)
         for r0 in range(0, ny, int(block)):
             r1 = min(ny, r0 + int(block))
             n = (r1 - r0) * nx
