@@ -27,6 +27,7 @@ import copy
 
 import numpy as np
 
+from ._pixmap import interpolate as _interpolate
 from .core import DrizzleArrayError
 
 __all__ = ["pixmap", "corner_pixmap", "WindowedMap", "DEFAULT_STEPSIZE"]
@@ -281,14 +282,11 @@ class WindowedMap:
                 Wx = Wx + dx[0][:, None] * dWx
             if dy is not None:
                 Wy = Wy + dy[:, 0][:, None] * dWy
-            # both coordinates at once: rows of (x, y) pairs are the interleaved output layout;
-            # only the node rows the window's stencils use (a band of a chip needs a few)
-            r0, r1 = int(fy.min()), int(fy.max()) + Wy.shape[1]
-            Hx = np.zeros((r1 - r0, len(xs), 2))
-            for a in range(Wx.shape[1]):
-                Hx += grid[r0:r1, fx + a, :] * Wx[None, :, a, None]
-            flat = None if out is None else out.reshape(len(ys), -1)
-            return _along_y(Hx.reshape(r1 - r0, -1), fy - r0, Wy, flat).reshape(len(ys), len(xs), 2)
+            # both coordinates at once, compiled (only the node rows the window's stencils use)
+            if out is None:
+                out = np.empty((len(ys), len(xs), 2))
+            _interpolate(grid, fx, Wx, fy, Wy, out)
+            return out
         if out is None:
             out = np.empty((len(ys), len(xs), 2))
         for c in range(2):
