@@ -10,18 +10,20 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__, registry
 from .describe import allowed, default_text, type_name
 from .errors import DrizzleflowError, RecipeError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "run", "build_parser"]
 
 log = logging.getLogger("drizzleflow")
 
@@ -307,5 +309,34 @@ def main(argv=None):
     return int(rc or 0)
 
 
+def run():
+    """The ``drizzleflow`` console command: :func:`main`, then a quick exit.
+
+    Tearing the interpreter down (every module, every object astropy and numpy
+    made, a last full garbage collection) took 0.2 s after each run, 10% of a
+    pixfrac-only rerun.  When the command is done and nothing else runs -- no
+    other thread, no child process, no Dask client -- the exit handlers run
+    (logging flushes and closes its files), the standard streams are flushed
+    and the process ends with ``os._exit``.  Every product is already closed
+    and renamed into place by then.  In-process callers use :func:`main`, which
+    returns normally.
+    """
+    rc = main()
+    if threading.active_count() > 1 or "distributed" in sys.modules or _children():
+        sys.exit(rc)
+    try:
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BaseException:  # noqa: BLE001 - let the normal exit report it
+        sys.exit(rc)
+    os._exit(rc)
+
+
+def _children() -> bool:
+    mp = sys.modules.get("multiprocessing")
+    return bool(mp is not None and mp.active_children())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
