@@ -385,7 +385,8 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
     save()
     context = Context(outdir=outdir, inputs=files,
                       options={"uref": uref, "force": force, "recipe": recipe.name, "executor": executor.describe(),
-                               "recipe_sha256": manifest["recipe_sha256"]},
+                               "recipe_sha256": manifest["recipe_sha256"],
+                               "reuse_dirs": [str(d) for d in reuse_dirs]},
                       log=log, progress_enabled=progress, executor=executor)
     input_hashes = [i["sha256"] for i in inputs]
     keys, prev = [], None

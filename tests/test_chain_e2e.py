@@ -178,11 +178,11 @@ def test_failed_banded_final_leaves_no_partial_products(run, monkeypatch):
 def test_banded_final_from_spill_equals_rereading_the_exposures(run, monkeypatch):
     """Later bands drizzle what the first band spilled to disk: the products are
     the bytes that re-reading every exposure per band gives, and the spill
-    directory is gone afterwards."""
+    directory is gone afterwards (no inputs kept: they would serve the second run)."""
     from drizzleflow.steps.chain import drizzle_final
     monkeypatch.setattr(run, "products", dict(run.products))   # later tests use the fixture's "final"
     run.step_name = "drizzle_final"
-    kw = dict(TUTORIAL[-1][1], band_mb=8)
+    kw = dict(TUTORIAL[-1][1], band_mb=8, keep_inputs=False)
     DrizzleFinalStep().run(run, DrizzleFinalStep.Params(**kw, root="spilled"))
     spilled = run.get("final")
     made = []
@@ -201,6 +201,77 @@ def test_banded_final_from_spill_equals_rereading_the_exposures(run, monkeypatch
     for k in ("sci", "wht", "ctx"):
         assert fits.getdata(run.abs(spilled[k])).tobytes() == fits.getdata(run.abs(reread[k])).tobytes()
     assert not [p for p in run.outdir.iterdir() if p.name.startswith(".drizzle_final_bands")]
+
+
+def _final(run, **kw):
+    run.step_name = "drizzle_final"
+    DrizzleFinalStep().run(run, DrizzleFinalStep.Params(**dict(TUTORIAL[-1][1], band_mb=8, **kw)))
+    return run.get("final")
+
+
+def _no_exposures(monkeypatch):
+    """Make reading an exposure in the final drizzle an error; returns the calls tried."""
+    from drizzleflow.steps.chain import chip_feed, geometry
+    tried = []
+
+    def refuse(*args, **kw):
+        tried.append(1)
+        raise AssertionError("an exposure was read")
+    monkeypatch.setattr(chip_feed, "load_exposure", refuse)
+    monkeypatch.setattr(geometry, "chip_geometry", refuse)
+    return tried
+
+
+def test_kept_inputs_serve_a_pixfrac_rerun_with_the_same_bytes(run, monkeypatch):
+    """A run keeps its prepared chips; a rerun with another pixfrac reads them
+    instead of any exposure and writes the bytes a run without them writes."""
+    from drizzleflow.steps.chain.final_inputs import KEPT_DIR
+    monkeypatch.setattr(run, "products", dict(run.products))
+    _final(run, pixfrac=1.0, root="keep1")
+    kept = run.outdir.joinpath(*KEPT_DIR)
+    assert (kept / "meta.json").is_file() and len(list(kept.glob("*.data"))) == 16
+    with monkeypatch.context() as m:
+        tried = _no_exposures(m)
+        served = _final(run, pixfrac=0.6, root="keep2", kernel="turbo")
+        assert not tried
+    fresh = _final(run, pixfrac=0.6, root="keep3", kernel="turbo", keep_inputs=False)
+    assert not kept.exists()          # a run that keeps nothing leaves nothing stale
+    for k in ("sci", "wht", "ctx"):
+        assert fits.getdata(run.abs(served[k])).tobytes() == fits.getdata(run.abs(fresh[k])).tobytes()
+    a, b = fits.getheader(run.abs(served["sci"])), fits.getheader(run.abs(fresh["sci"]))
+    for key in ("CRVAL1", "CRPIX2", "CD1_2", "PHOTFLAM", "PHOTPLAM", "EXPTIME", "D001DATA", "D016WKEY",
+                "D016SKY", "D016ISCL", "D016PIXF", "D016KERN"):
+        assert a[key] == b[key], key
+    assert served["grid"] == fresh["grid"]
+
+
+@pytest.mark.parametrize("change", ["crmask", "bits", "scale", "lost file"])
+def test_kept_inputs_are_not_used_once_an_input_changes(run, monkeypatch, change):
+    """Another cosmic-ray mask file, other DQ bits or another grid (or a kept
+    file gone): the kept chips no longer apply, the exposures are read again
+    and kept anew."""
+    import os
+    from drizzleflow.steps.chain.final_inputs import KEPT_DIR
+    monkeypatch.setattr(run, "products", dict(run.products))
+    _final(run, root="keepA")
+    kw = {}
+    if change == "crmask":
+        path = run.abs(next(iter(run.get("crmasks").values()))[0])
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    elif change == "bits":
+        kw["bits"] = "8"
+    elif change == "lost file":
+        run.outdir.joinpath(*KEPT_DIR, "3.data").unlink()
+    else:
+        kw["scale"] = 0.1
+    with monkeypatch.context() as m:
+        tried = _no_exposures(m)
+        with pytest.raises(AssertionError, match="an exposure was read"):
+            _final(run, root="keepB", **kw)
+        assert tried
+    _final(run, root="keepB", **kw)
+    assert (run.outdir.joinpath(*KEPT_DIR) / "meta.json").is_file()
 
 
 def test_banded_separate_drizzle_matches_one_pass(run):

@@ -93,12 +93,13 @@ def test_chip_spill_round_trip(tmp_path):
     """What the first band keeps for the later ones comes back byte for byte."""
     class Chip:
         root, extver, detector, shape, wcs, pscale, exptime, rdnoise = "r", 2, 3, (7, 13), None, 0.1, 10.0, 5.0
+        header, photflam = {"WCSNAME": "DRZ"}, 2e-18
 
     rng = np.random.default_rng(0)
     data = rng.normal(0, 1, Chip.shape).astype(np.float32)
     good = rng.random(Chip.shape) < 0.7     # 91 pixels: not a multiple of 8
     spill = ChipSpill(tmp_path, wanted=[4])
-    info = ExposureInfo("r", tmp_path / "r_c0m.fits", {}, 10.0)
+    info = ExposureInfo("r", tmp_path / "r_c0m.fits", 10.0, 8000.0)
     spill.note(4, info, 1, Chip())
     spill.note(5, info, 2, Chip())
     assert spill.wants(4) and not spill.wants(5)
@@ -107,7 +108,9 @@ def test_chip_spill_round_trip(tmp_path):
     d2, g2 = spill.get(4)
     assert d2.dtype == np.float32 and d2.tobytes() == data.tobytes()
     assert g2.dtype == bool and np.array_equal(g2, good)
-    assert spill.meta[4][2].shape == Chip.shape and spill.meta[4][2].exptime == 10.0
+    facts = spill.meta[4][2]
+    assert facts.shape == Chip.shape and facts.exptime == 10.0
+    assert (facts.wcsname, facts.photflam, facts.photplam) == ("DRZ", 2e-18, 8000.0)   # the exposure's PHOTPLAM
 
 
 def test_dilate_equals_box_sum():

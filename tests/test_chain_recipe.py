@@ -59,6 +59,18 @@ def test_runner_products_and_cached_rerun(tmp_path):
     assert status.pop("drizzle_final") == "ran"
     assert set(status.values()) == {"cached"}
     assert fits.getval(out / "final_drz_sci.fits", "D001PIXF") == 0.7
+    # another pixfrac in a fresh process: the kept inputs (chain/final_inputs) serve
+    # it, so it reads no exposure and never imports astropy.wcs (nor coordinates)
+    code = ("import sys; from drizzleflow.engine.cli import main; "
+            f"rc = main(['run', {str(_recipe(tmp_path))!r}, '--output', {str(out)!r}, '-q', "
+            "'drizzle_final.pixfrac=0.6']); "
+            "print('wcs modules:', sorted(m for m in sys.modules if m.startswith(('astropy.wcs', "
+            "'astropy.coordinates')))); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "wcs modules: []"
+    assert "read back from chain/final_inputs" in (out / "drizzleflow.log").read_text()
+    assert fits.getval(out / "final_drz_sci.fits", "D001PIXF") == 0.6
 
 
 def _cli(*args, cwd):

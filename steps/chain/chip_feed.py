@@ -38,17 +38,19 @@ class ExposureInfo:
 
     root: str
     sci_path: object
-    primary: object
     exptime: float
+    photplam: float = 0.0   # the primary header's PHOTPLAM (a chip's own card wins)
 
     @classmethod
     def of(cls, exp) -> "ExposureInfo":
-        return cls(exp.root, exp.sci_path, exp.primary, float(exp.exptime))
+        return cls(exp.root, exp.sci_path, float(exp.exptime), _float(exp.primary.get("PHOTPLAM", 0.0)))
 
 
 @dataclass(frozen=True)
 class SpilledChip:
-    """The parts of a Chip that a later band needs besides its pixels."""
+    """The parts of a Chip that a later band (and the products' provenance)
+    needs besides its pixels.  ``wcs`` is None for a chip read back from
+    the kept inputs (steps/chain/final_inputs.py): its map nodes come with it."""
 
     root: str
     extver: int
@@ -58,11 +60,20 @@ class SpilledChip:
     pscale: float
     exptime: float
     rdnoise: float
+    wcsname: str = ""
+    photflam: float = 0.0
+    photplam: float = 0.0
 
     @classmethod
-    def of(cls, chip) -> "SpilledChip":
+    def of(cls, chip, info: Optional[ExposureInfo] = None) -> "SpilledChip":
+        hdr = chip.header
         return cls(chip.root, chip.extver, chip.detector, tuple(chip.shape), chip.wcs, chip.pscale,
-                   chip.exptime, chip.rdnoise)
+                   chip.exptime, chip.rdnoise, str(hdr.get("WCSNAME", "")), float(chip.photflam or 0.0),
+                   _float(hdr.get("PHOTPLAM", info.photplam if info is not None else 0.0)))
+
+
+def _float(value) -> float:
+    return float(value or 0.0)
 
 
 class ChipSpill:
@@ -78,7 +89,7 @@ class ChipSpill:
         self.complete = False              # set when the first band is done: later bands read from here
 
     def note(self, uid, info, k, chip):
-        self.meta[uid] = (info, k, SpilledChip.of(chip))
+        self.meta[uid] = (info, k, SpilledChip.of(chip, info))
 
     def wants(self, uid) -> bool:
         return uid in self.wanted and uid not in self.saved

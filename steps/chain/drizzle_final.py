@@ -34,11 +34,12 @@ from drizzleflow.steps.drizzle.core import FinishStats
 from drizzleflow.steps.drizzle.pipeline import DrizzlePipeline
 from drizzleflow.steps.drizzle.pixmap import DEFAULT_STEPSIZE
 
-from .chip_feed import ChipFeed, ChipSpill, chip_rows
+from . import final_inputs
+from .chip_feed import ChipFeed, ChipSpill, SpilledChip, chip_rows
 from .common import Scratch, add_chip, core_threads, exposure_records, exposure_weight, new_drizzle, pixmap_for, sky_for
 from .geometry import archive_geometry, exposure_cells, gather_geometry
 from .grid_params import GRID_ALIASES, GridFields, grid_key_files, resolve_grid
-from .output_wcs import Grid, grid_to_product
+from .output_wcs import Grid
 from .banding import BandWriter, bands as _bands
 from .products import _kind_header, product_header, write_products
 
@@ -118,6 +119,11 @@ class DrizzleFinalStep(Step):
         per_chip: bool = Field(False, description="Also write one product per detector "
                                "(<root>_chip<N>_drz_*) with that chip's PHOTFLAM (tutorial note IX).")
         use_crmask: bool = Field(True, description="Exclude pixels flagged by the cosmic_rays step.")
+        keep_inputs: bool = Field(True, description="Keep the chips as prepared for drizzling (sky-"
+                                  "subtracted data, good-pixel masks, map nodes: 63 MB on M2) in "
+                                  "chain/final_inputs/, so that a rerun changing only pixfrac, kernel, "
+                                  "fillval, units, root, context or band_mb reads them instead of the "
+                                  "exposures. Not with per_chip.")
         stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
                               "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
         band_mb: int = Field(48, ge=8, le=65536, description="Memory (MB) for the output accumulators "
@@ -160,50 +166,71 @@ class DrizzleFinalStep(Step):
             return
         t0 = time.monotonic()
         trim_heap()  # the largest step: start from what earlier steps freed
-        geoms = gather_geometry(context, self.name)
-        grid = self._checked_grid(context, params, geoms)
         recs = exposure_records(context, self.name)
         fill = np.nan if params.fillval is None else float(params.fillval)
-        ny, nx = grid.shape
+        crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
+        static_masks = context.get("static_masks", {}) or {}
+        # input id of each exposure's first chip (records without chip counts: unknown)
+        first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
+        keep = params.keep_inputs and not params.per_chip and 0 < first_uid[-1] <= 32
+        key = kept = None
+        if keep:
+            key = final_inputs.inputs_key(context, params, recs, static_masks, crmasks)
+            kept = final_inputs.load(context, key, int(first_uid[-1]))
+        elif not params.per_chip:
+            final_inputs.discard(context)   # none kept: none left stale either
+        if kept is not None:
+            grid = geoms = None
+            shown, rhos = kept.grid, [kept.grid.scale / s for s in kept.pscales]
+            context.log.info("final: chips as prepared by an earlier run read back from %s (inputs unchanged)",
+                             context.rel(kept.folder))
+        else:
+            geoms = gather_geometry(context, self.name)
+            grid = self._checked_grid(context, params, geoms)
+            shown, rhos = final_inputs.KeptGrid.of(grid), [grid.scale / g.pscale for g in geoms]
+        nchips_all = len(rhos)
+        if first_uid[-1] != nchips_all:
+            first_uid, keep = None, False   # every band visits every chip; nothing kept
+        ny, nx = shown.shape
 
         per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
         acc_bytes = ACC_BYTES_PER_PIXEL if params.context else ACC_BYTES_PER_PIXEL - 4   # no int32 context
         bands = (_bands(ny, nx, params.band_mb, bytes_per_pixel=acc_bytes)
-                 if per_chip is None and len(geoms) <= 32 else [(0, ny)])
+                 if per_chip is None and nchips_all <= 32 else [(0, ny)])
         # output rows each chip's outline can reach, so that a band skips the chips --
         # and the exposures -- that cannot land in it without reading them; the exact
         # test is on each chip's map nodes (WindowedMap.reach)
-        reach = first_uid = None
-        if len(bands) > 1:
-            first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
-            if first_uid[-1] == len(geoms):
-                reach = chip_rows(geoms, grid)
-            else:
-                first_uid = None   # records without chip counts: every band visits every chip
-        rhos = [grid.scale / g.pscale for g in geoms]
-        crmasks = (context.get("crmasks", {}) or {}) if params.use_crmask else {}
-        prov = _Provenance(params, grid, crmasks)
-        feed_args = dict(static_masks=context.get("static_masks", {}) or {}, crmasks=crmasks, maps={},
+        reach = None
+        if kept is not None:
+            reach = kept.reach
+        elif (len(bands) > 1 or keep) and first_uid is not None:
+            reach = chip_rows(geoms, grid)
+        prov = _Provenance(params, shown, crmasks)
+        feed_args = dict(static_masks=static_masks, crmasks=crmasks, maps=kept.maps if kept is not None else {},
                          masks=_read_mask, weight_of=lambda chip, good, rho: chip_weight(
                              good, params.wht_type, params.wt_scl, chip.exptime,
                              sky_for(context, chip, "subtracted"), chip.rdnoise, rho))
         out = spill = None
+        installed = False
         scratch = Scratch()   # one accumulator for every band: zeroed pages, not fresh ones
         try:
-            if reach is not None:
-                # what the later bands need of each chip is kept on disk by the first band
+            if kept is not None:
+                spill = kept.spill   # complete: every band reads its chips from there
+            elif reach is not None:
+                # what the later bands need of each chip (every chip, when the inputs
+                # are kept for the next run) is written to disk by the first band
                 feeds = [ChipFeed(context, params, grid, recs, b, whole=False, reach=reach, first_uid=first_uid,
                                   **feed_args) for b in bands[1:]]
-                later = [u for u in range(len(geoms)) if any(f.reaches(u, rhos[u]) for f in feeds)]
+                later = [u for u in range(nchips_all) if keep or any(f.reaches(u, rhos[u]) for f in feeds)]
                 spill = ChipSpill(temp_dir(context.outdir, "drizzle_final_bands"), later)
             for bi, band in enumerate(bands):
-                feed = ChipFeed(context, params, grid, recs, band, whole=len(bands) == 1, reach=reach,
+                feed = ChipFeed(context, params, grid or shown, recs, band, whole=reach is None, reach=reach,
                                 first_uid=first_uid, spill=spill, **feed_args)
                 todo = feed.exposures(rhos) if bi else list(range(len(recs)))
                 driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context,
                                    scratch=scratch)
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
-                nchips = len(geoms) if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
+                nchips = nchips_all if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 # chips are queued as they come; the next chip's tiles start while this one's
                 # last finish (steps/drizzle/pipeline.py: same bits as one chip at a time)
                 with DrizzlePipeline(driz, threads=core_threads(), ahead=AHEAD) as pipe:
@@ -219,25 +246,27 @@ class DrizzleFinalStep(Step):
                 if bi == 0:
                     if spill is not None:
                         spill.complete = True
-                    out = _ProductWriter(context.outdir, params, grid.shape, prov.header(context), fill, prov.texp)
+                    out = _ProductWriter(context.outdir, params, shown.shape, prov.header(context), fill, prov.texp)
                 out.write(driz)
                 del driz
                 trim_heap()   # what the band's chips freed, before the next band's context plane
+            paths = out.close()
+            if keep and kept is None and spill is not None:
+                installed = _keep_inputs(context, key, grid, spill, feed_args["maps"], reach, params.stepsize)
         except BaseException:
             if out is not None:
                 out.abort()   # no partial products left behind
             raise
         finally:
-            if spill is not None:
+            if spill is not None and kept is None and not installed:
                 shutil.rmtree(spill.dir, ignore_errors=True)
-        paths = out.close()
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
-                   "ctx": context.rel(paths["ctx"]) if "ctx" in paths else None, "grid": grid_to_product(grid),
+                   "ctx": context.rel(paths["ctx"]) if "ctx" in paths else None, "grid": shown.product,
                    "units": params.units, "fillval": params.fillval, "chips": {}, "bands": len(bands)}
         if per_chip is not None:
             product["chips"] = per_chip.write(context, prov)
         context.put("final", product)
-        self._summary(context, grid, out.zero_weight, fill, time.monotonic() - t0, len(bands))
+        self._summary(context, shown, out.zero_weight, fill, time.monotonic() - t0, len(bands))
 
     def _summary(self, context, grid, nzero, fill, seconds, nbands):
         log = context.log
@@ -247,6 +276,20 @@ class DrizzleFinalStep(Step):
         counts = context.get("cr_counts", {}) or {}
         for root, c in counts.items():
             log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
+
+
+def _keep_inputs(context, key, grid, spill, maps, reach, stepsize) -> bool:
+    """Keep the prepared chips for the next run (steps/chain/final_inputs.py); a
+    failure costs the next rerun its shortcut, not this run its products."""
+    try:
+        if not final_inputs.save(spill.dir, key, grid, spill, maps, reach, stepsize):
+            context.log.info("final: the chips' maps need their WCS (2-D D2IM table); inputs not kept")
+            return False
+        final_inputs.install(context, spill.dir)
+        return True
+    except OSError as exc:
+        context.log.warning("final: could not keep the prepared inputs for the next run: %s", exc)
+        return False
 
 
 def _paced(chips, pipe):
@@ -334,7 +377,8 @@ class _Provenance:
 
     def add(self, item) -> dict:
         """Record one chip; returns its provenance entry."""
-        p, exp, chip = self.params, item.exp, item.chip
+        p, exp = self.params, item.exp
+        chip = item.chip if isinstance(item.chip, SpilledChip) else SpilledChip.of(item.chip, exp)
         if item.k == 0:
             self.texp += exp.exptime
             self.nexp += 1
@@ -345,13 +389,12 @@ class _Provenance:
             "ouco": f"{p.root}_drz_ctx.fits" if p.context else "",
             "wtscl": _wtscl_value(p.wt_scl), "kernel": p.kernel, "pixfrac": p.pixfrac, "units": p.units,
             "fillval": "INDEF" if p.fillval is None else str(p.fillval), "bits": str(sum(p.bits or [])),
-            "wcsname": str(chip.header.get("WCSNAME", "")), "sky": item.sky, "outscale": self.grid.scale,
+            "wcsname": chip.wcsname, "sky": item.sky, "outscale": self.grid.scale,
             "inscale": chip.pscale, "mask": masks[item.k] if masks else ""})
         if chip.photflam:
             self.photflams.append(chip.photflam)
-        plam = _photplam(item)
-        if plam:
-            self.photplams.append(plam)
+        if chip.photplam:
+            self.photplams.append(chip.photplam)
         return self.entries[-1]
 
     def common(self, context):
@@ -363,10 +406,6 @@ class _Provenance:
     def header(self, context):
         return product_header(self.grid, self.entries, photflam=_mean(self.photflams),
                               photplam=_mean(self.photplams), root=self.params.root, **self.common(context))
-
-
-def _photplam(item):
-    return float(item.chip.header.get("PHOTPLAM", item.exp.primary.get("PHOTPLAM", 0.0)) or 0.0)
 
 
 class _SingleChipProducts:
@@ -394,11 +433,11 @@ class _SingleChipProducts:
         root = f"{p.root}_chip{det}"
         self.entries[det].append(dict(entry, ouda=f"{root}_drz_sci.fits", ouwe=f"{root}_drz_wht.fits",
                                       ouco=f"{root}_drz_ctx.fits" if p.context else ""))
-        if chip.photflam:
-            self.phot[det][0].append(chip.photflam)
-        plam = _photplam(item)
-        if plam:
-            self.phot[det][1].append(plam)
+        facts = SpilledChip.of(chip, item.exp)
+        if facts.photflam:
+            self.phot[det][0].append(facts.photflam)
+        if facts.photplam:
+            self.phot[det][1].append(facts.photplam)
 
     def write(self, context, prov):
         out = {}

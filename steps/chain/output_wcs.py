@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 __all__ = ["Grid", "PerThreadGrid", "orientat", "footprint", "default_grid", "custom_grid", "grid_from_image",
            "grid_to_product", "grid_from_product", "check_size", "MAX_PIXELS"]
@@ -42,6 +45,11 @@ class Grid:
     @property
     def orientat(self) -> float:
         return orientat(self.wcs)
+
+    def linear_header(self) -> fits.Header:
+        """The linear TAN WCS cards of the products made on this grid."""
+        from .products import linear_wcs_header
+        return linear_wcs_header(self.wcs)
 
 
 class PerThreadGrid:
@@ -99,6 +107,7 @@ def _midpoint(radec: np.ndarray) -> tuple[float, float]:
 
 
 def _tan(crval, cd, crpix=(1.0, 1.0)) -> WCS:
+    from astropy.wcs import WCS
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = list(crval)
@@ -162,6 +171,7 @@ def custom_grid(base: Grid, outnx=None, outny=None, crpix1=None, crpix2=None) ->
 
 def grid_from_image(path) -> Grid:
     """The celestial WCS and shape of a reference image (first HDU with data)."""
+    from astropy.wcs import WCS
     with fits.open(path) as hdul:
         for hdu in hdul:
             if hdu.header.get("NAXIS", 0) == 2:
@@ -178,6 +188,7 @@ def grid_to_product(grid: Grid) -> dict:
 
 
 def grid_from_product(value: dict) -> Grid:
+    from astropy.wcs import WCS
     hdr = fits.Header.fromstring(value["header"])
     return Grid(WCS(hdr), (int(value["shape"][0]), int(value["shape"][1])))
 

@@ -53,8 +53,9 @@ def provenance_cards(k: int, entry: dict) -> list[tuple[str, object, str]]:
 
 def product_header(grid, entries, *, units, exptime_total, photflam, photplam, bunit,
                    recipe_hash="", root="final", ncombine=0, extra=None) -> fits.Header:
-    """Header shared by the sci/wht/ctx files of one product."""
-    hdr = linear_wcs_header(grid.wcs)
+    """Header shared by the sci/wht/ctx files of one product (``grid``: an
+    ``output_wcs.Grid`` or the ``final_inputs.KeptGrid`` of kept inputs)."""
+    hdr = grid.linear_header()
     _set(hdr, "ROOTNAME", root, "root name of the drizzled product")
     _set(hdr, "PROD_VER", _VER, "software that made this product")
     _set(hdr, "BUNIT", bunit, "units of the science image")

@@ -253,6 +253,32 @@ class WindowedMap:
         self.gy = _nodes(self.ys[0], self.ys[-1], stepsize)
         self.grid = _full(self._win, self._wout, self.gx, self.gy)     # (len(gy), len(gx), 2)
 
+    def nodes(self) -> dict | None:
+        """What :meth:`from_nodes` needs to rebuild this map without either WCS:
+        the node grid and the 1-D D2IM displacements (float64 arrays; a missing
+        displacement is left out).  None when the map cannot do without its WCS
+        (evaluated whole, or a 2-D D2IM table evaluated per window)."""
+        if self._whole is not None or (self._d2im is not None and self._disp is None):
+            return None
+        out = {"xs": self.xs, "ys": self.ys, "gx": self.gx, "gy": self.gy, "grid": self.grid}
+        if self._disp is not None:
+            for name, d in zip(("dx", "dy"), self._disp):
+                if d is not None:
+                    out[name] = d
+        return out
+
+    @classmethod
+    def from_nodes(cls, nodes) -> "WindowedMap":
+        """The map :meth:`nodes` described: the same windows, bit for bit."""
+        self = cls.__new__(cls)
+        self.xs, self.ys = (np.ascontiguousarray(nodes[k], dtype=np.float64) for k in ("xs", "ys"))
+        self.gx, self.gy = (np.ascontiguousarray(nodes[k], dtype=np.float64) for k in ("gx", "gy"))
+        self.grid = np.ascontiguousarray(nodes["grid"], dtype=np.float64)
+        self._win = self._wout = self._d2im = self._whole = None
+        dx, dy = nodes.get("dx"), nodes.get("dy")
+        self._disp = None if dx is None and dy is None else (dx, dy)
+        return self
+
     def window(self, y0, y1, x0, x1, out=None):
         """The map of rows ``[y0, y1)`` and columns ``[x0, x1)``: float64 (y1-y0, x1-x0, 2),
         written to ``out`` (C-contiguous, that shape) when given."""

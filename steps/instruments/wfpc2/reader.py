@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from drizzleflow.engine.errors import InputFileError
 
@@ -22,6 +22,9 @@ from ..bits import bits_mask
 from ..model import Chip, ChipGeom, Exposure
 from .constants import NAN_BIT, detector_gain
 from .files import as_uint16, check_pair, read_fits, rootname
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 __all__ = ["open_exposure", "chip_wcs", "chip_geometry", "chip_pscale", "sci_extensions", "dq_extensions"]
 
@@ -41,7 +44,12 @@ def dq_extensions(hdul):
 
 
 def chip_wcs(hdul, ext) -> WCS:
-    """Full astropy WCS of an extension (SIP + lookup tables from the open file)."""
+    """Full astropy WCS of an extension (SIP + lookup tables from the open file).
+
+    ``astropy.wcs`` is imported here, when a WCS is first built, not with this
+    module: it brings ``astropy.coordinates`` (~0.15 s), which a rerun served
+    by kept inputs (steps/chain/final_inputs.py) never needs."""
+    from astropy.wcs import WCS, FITSFixedWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(hdul[ext].header, hdul)

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from astropy import __version__ as astropy_version
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from drizzleflow.engine.errors import InputFileError, ReferenceFileError
 from drizzleflow.steps.wcs_tools import altwcs, wcscorr
@@ -191,6 +190,7 @@ def _diff_angle(a, b):
 
 
 def _tan_wcs(crpix, crval, cd):
+    from astropy.wcs import WCS
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crpix = crpix

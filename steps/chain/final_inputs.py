@@ -1,0 +1,210 @@
+"""The final drizzle's prepared inputs, kept for the next run.
+
+Changing ``pixfrac`` (or the kernel, fill value, units, product root, context
+or band memory) changes nothing the final drizzle prepares from its inputs:
+each chip's sky-subtracted data and good-pixel mask, its pixel-map nodes on
+the output grid, the grid itself and what the provenance cards say about the
+chip.  The step keeps those in ``chain/final_inputs/`` (``keep_inputs``): the
+data and masks as the band spill writes them (2.6 MB and 80 kB per WFPC2 chip,
+63 MB on M2), the map nodes (a few kB per chip) in ``maps.npz`` and the rest in
+``meta.json``.  A rerun whose inputs are unchanged reads them back instead of
+opening six exposures, building 24 chip WCS and evaluating their maps; it
+need not even import ``astropy.wcs`` (about 0.15 s on its own).
+
+"Unchanged" is decided by :func:`inputs_key`: the identity (device, inode,
+size, mtime) of every file read -- working copies, static and cosmic-ray
+masks, a reference image --, the sky values, and the parameters that shape
+the prepared chips (DQ bits, weights, cosmic-ray masks, map step, grid).  A
+rerun of an earlier step rewrites the files it made, so their identities and
+the key change with them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from drizzleflow.engine.atomic import temp_dir, write_text
+from drizzleflow.engine.manifest import file_identity
+from drizzleflow.steps.drizzle.pixmap import WindowedMap
+
+from .chip_feed import ChipSpill, ExposureInfo, SpilledChip
+
+__all__ = ["KEPT_DIR", "KeptGrid", "KeptInputs", "inputs_key", "load", "save", "install", "discard", "KEY_PARAMS"]
+
+#: where the kept inputs live, inside the output folder
+KEPT_DIR = ("chain", "final_inputs")
+#: bumped whenever what is kept, or how the chips are prepared, changes
+FORMAT = 1
+#: drizzle_final parameters that shape the prepared chips (all others -- kernel,
+#: pixfrac, fillval, units, root, context, per_chip, band_mb, keep_inputs -- do not)
+KEY_PARAMS = ("bits", "wht_type", "wt_scl", "use_crmask", "stepsize", "wcs", "scale", "rot", "outnx", "outny",
+              "ra", "dec", "crpix1", "crpix2", "refimage", "ref_chip")
+
+
+@dataclass(frozen=True)
+class KeptGrid:
+    """The output grid as far as the drizzle and its products need it, without
+    an astropy WCS: shape, scale, orientation, its header text for the
+    ``final`` product record and the linear WCS cards of the product headers."""
+
+    shape: tuple
+    scale: float
+    orientat: float
+    product: dict
+    wcs_cards: str
+
+    @classmethod
+    def of(cls, grid) -> "KeptGrid":
+        from .output_wcs import grid_to_product
+        from .products import linear_wcs_header
+        return cls(tuple(int(v) for v in grid.shape), float(grid.scale), float(grid.orientat),
+                   grid_to_product(grid), linear_wcs_header(grid.wcs).tostring())
+
+    def linear_header(self):
+        from astropy.io import fits
+        return fits.Header.fromstring(self.wcs_cards)
+
+
+@dataclass
+class KeptInputs:
+    """Kept inputs read back: a complete spill, the maps, the grid and the
+    output rows each chip's outline reaches."""
+
+    grid: KeptGrid
+    spill: ChipSpill
+    maps: dict
+    reach: list
+    pscales: list
+    folder: Path
+
+
+def _identity(path) -> list:
+    try:
+        return list(file_identity(path))
+    except OSError:
+        return ["missing", str(path)]
+
+
+def _size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
+def inputs_key(context, params, recs, static_masks: dict, crmasks: dict) -> str:
+    """Digest of everything the prepared chips depend on (see the module docstring)."""
+    from drizzleflow import engine
+    files = [[r.get("root", ""), _identity(context.abs(r["sci"])), _identity(context.abs(r["dq"]))] for r in recs]
+    statics = {sig: _identity(context.abs(p)) for sig, p in sorted(static_masks.items()) if p}
+    crs = {root: [_identity(context.abs(p)) for p in paths] for root, paths in sorted(crmasks.items()) if paths}
+    ref = []
+    if params.wcs and params.refimage:
+        p = Path(params.refimage)
+        ref = _identity(p if p.is_absolute() else Path.cwd() / p)
+    doc = {"format": FORMAT, "software": getattr(engine, "__version__", ""), "files": files, "static": statics,
+           "cr": crs, "refimage": ref, "sky": context.get("sky", {}) or {},
+           "params": {k: getattr(params, k) for k in KEY_PARAMS}}
+    text = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load(context, key: str, nchips: int) -> Optional[KeptInputs]:
+    """The kept inputs of ``key``, or None (none kept, another key, or unreadable).
+
+    Looked for in the output folder, then in the folders this run reuses steps
+    from (``reuse_from``: a sweep's baseline point, whose working copies the
+    other points share as hard links, so the key matches for every point on
+    the baseline's grid); those are only read."""
+    for folder in [Path(context.outdir)] + [Path(d) for d in context.options.get("reuse_dirs") or []]:
+        kept = _load(folder.joinpath(*KEPT_DIR), key, nchips)
+        if kept is not None:
+            return kept
+    return None
+
+
+def _load(folder: Path, key: str, nchips: int) -> Optional[KeptInputs]:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") != key or meta.get("format") != FORMAT or len(meta["chips"]) != nchips:
+            return None
+        with np.load(folder / "maps.npz") as z:
+            arrays = {name: z[name] for name in z.files}
+    except (OSError, ValueError, KeyError):
+        return None
+    g = meta["grid"]
+    grid = KeptGrid(tuple(g["shape"]), g["scale"], g["orientat"], g["product"], g["wcs_cards"])
+    spill = ChipSpill(folder, [])
+    maps, pscales = {}, []
+    for c in meta["chips"]:
+        uid = int(c["uid"])
+        info = ExposureInfo(c["exp_root"], Path(c["sci_path"]), c["exp_exptime"], c["exp_photplam"])
+        chip = SpilledChip(c["root"], c["extver"], c["detector"], tuple(c["shape"]), None, c["pscale"],
+                           c["exptime"], c["rdnoise"], c["wcsname"], c["photflam"], c["photplam"])
+        spill.meta[uid] = (info, int(c["k"]), chip)
+        if c["saved"]:
+            npix = int(np.prod(chip.shape))
+            if not (_size(folder / f"{uid}.data") == 4 * npix and _size(folder / f"{uid}.good") == (npix + 7) // 8):
+                return None   # a file lost or cut short: prepare the chips afresh
+            spill.saved.add(uid)
+        prefix = f"{uid}_"
+        nodes = {name[len(prefix):]: a for name, a in arrays.items() if name.startswith(prefix)}
+        if nodes:
+            maps[uid] = WindowedMap.from_nodes(nodes)
+        pscales.append(c["pscale"])
+    spill.complete = True
+    reach = [tuple(r) for r in meta["reach"]]
+    return KeptInputs(grid, spill, maps, reach, pscales, folder)
+
+
+def save(folder, key: str, grid, spill: ChipSpill, maps: dict, reach: list, stepsize: int) -> bool:
+    """Write ``meta.json`` and ``maps.npz`` beside the spilled chips in ``folder``;
+    False (nothing written) when a chip's map cannot be kept without its WCS."""
+    folder = Path(folder)
+    arrays, chips = {}, []
+    for uid in sorted(spill.meta):
+        info, k, chip = spill.meta[uid]
+        wmap = maps.get(uid)
+        if wmap is None and chip.wcs is not None:
+            from .common import windowed_map_for
+            wmap = windowed_map_for(chip, grid, stepsize)   # a chip no band reached
+        nodes = wmap.nodes() if wmap is not None else None
+        if nodes is None:
+            return False
+        arrays.update({f"{uid}_{name}": a for name, a in nodes.items()})
+        chips.append({"uid": uid, "k": k, "exp_root": info.root, "sci_path": str(info.sci_path),
+                      "exp_exptime": info.exptime, "exp_photplam": info.photplam, "root": chip.root,
+                      "extver": chip.extver, "detector": chip.detector, "shape": list(chip.shape),
+                      "pscale": chip.pscale, "exptime": chip.exptime, "rdnoise": chip.rdnoise,
+                      "wcsname": chip.wcsname, "photflam": chip.photflam, "photplam": chip.photplam,
+                      "saved": uid in spill.saved})
+    kept = KeptGrid.of(grid)
+    np.savez(folder / "maps.npz", **arrays)
+    meta = {"format": FORMAT, "key": key, "chips": chips, "reach": [list(r) for r in reach],
+            "grid": {"shape": list(kept.shape), "scale": kept.scale, "orientat": kept.orientat,
+                     "product": kept.product, "wcs_cards": kept.wcs_cards}}
+    write_text(folder / "meta.json", json.dumps(meta))   # last: its presence marks a complete folder
+    return True
+
+
+def install(context, folder) -> None:
+    """Put a freshly written ``folder`` in the place of the kept inputs."""
+    dest = Path(context.outdir, *KEPT_DIR)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        old = temp_dir(dest.parent, "final_inputs_old")
+        os.replace(dest, old / "x")
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, dest)
+
+
+def discard(context) -> None:
+    """Remove kept inputs that no longer match (a run that keeps none must not leave stale ones)."""
+    shutil.rmtree(Path(context.outdir, *KEPT_DIR), ignore_errors=True)
