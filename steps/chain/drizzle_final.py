@@ -179,19 +179,21 @@ class DrizzleFinalStep(Step):
             kept = final_inputs.load(context, key, int(first_uid[-1]))
         elif not params.per_chip:
             final_inputs.discard(context)   # none kept: none left stale either
+        # ``frame``: the grid as the products and the summary need it (no astropy WCS);
+        # ``grid`` (with its WCS) only when the chips are prepared here
         if kept is not None:
             grid = geoms = None
-            shown, rhos = kept.grid, [kept.grid.scale / s for s in kept.pscales]
+            frame, rhos = kept.grid, [kept.grid.scale / s for s in kept.pscales]
             context.log.info("final: chips as prepared by an earlier run read back from %s (inputs unchanged)",
                              context.rel(kept.folder))
         else:
             geoms = gather_geometry(context, self.name)
             grid = self._checked_grid(context, params, geoms)
-            shown, rhos = final_inputs.KeptGrid.of(grid), [grid.scale / g.pscale for g in geoms]
+            frame, rhos = final_inputs.KeptGrid.of(grid), [grid.scale / g.pscale for g in geoms]
         nchips_all = len(rhos)
         if first_uid[-1] != nchips_all:
             first_uid, keep = None, False   # every band visits every chip; nothing kept
-        ny, nx = shown.shape
+        ny, nx = frame.shape
 
         per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
         acc_bytes = ACC_BYTES_PER_PIXEL if params.context else ACC_BYTES_PER_PIXEL - 4   # no int32 context
@@ -205,7 +207,7 @@ class DrizzleFinalStep(Step):
             reach = kept.reach
         elif (len(bands) > 1 or keep) and first_uid is not None:
             reach = chip_rows(geoms, grid)
-        prov = _Provenance(params, shown, crmasks)
+        prov = _Provenance(params, frame, crmasks)
         feed_args = dict(static_masks=static_masks, crmasks=crmasks, maps=kept.maps if kept is not None else {},
                          masks=_read_mask, weight_of=lambda chip, good, rho: chip_weight(
                              good, params.wht_type, params.wt_scl, chip.exptime,
@@ -224,8 +226,8 @@ class DrizzleFinalStep(Step):
                 later = [u for u in range(nchips_all) if keep or any(f.reaches(u, rhos[u]) for f in feeds)]
                 spill = ChipSpill(temp_dir(context.outdir, "drizzle_final_bands"), later)
             for bi, band in enumerate(bands):
-                feed = ChipFeed(context, params, grid or shown, recs, band, whole=reach is None, reach=reach,
-                                first_uid=first_uid, spill=spill, **feed_args)
+                feed = ChipFeed(context, params, frame if grid is None else grid, recs, band,
+                                whole=reach is None, reach=reach, first_uid=first_uid, spill=spill, **feed_args)
                 todo = feed.exposures(rhos) if bi else list(range(len(recs)))
                 driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context,
                                    scratch=scratch)
@@ -246,7 +248,7 @@ class DrizzleFinalStep(Step):
                 if bi == 0:
                     if spill is not None:
                         spill.complete = True
-                    out = _ProductWriter(context.outdir, params, shown.shape, prov.header(context), fill, prov.texp)
+                    out = _ProductWriter(context.outdir, params, frame.shape, prov.header(context), fill, prov.texp)
                 out.write(driz)
                 del driz
                 trim_heap()   # what the band's chips freed, before the next band's context plane
@@ -261,12 +263,12 @@ class DrizzleFinalStep(Step):
             if spill is not None and kept is None and not installed:
                 shutil.rmtree(spill.dir, ignore_errors=True)
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
-                   "ctx": context.rel(paths["ctx"]) if "ctx" in paths else None, "grid": shown.product,
+                   "ctx": context.rel(paths["ctx"]) if "ctx" in paths else None, "grid": frame.product,
                    "units": params.units, "fillval": params.fillval, "chips": {}, "bands": len(bands)}
         if per_chip is not None:
             product["chips"] = per_chip.write(context, prov)
         context.put("final", product)
-        self._summary(context, shown, out.zero_weight, fill, time.monotonic() - t0, len(bands))
+        self._summary(context, frame, out.zero_weight, fill, time.monotonic() - t0, len(bands))
 
     def _summary(self, context, grid, nzero, fill, seconds, nbands):
         log = context.log
