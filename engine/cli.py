@@ -310,7 +310,7 @@ def main(argv=None):
 
 
 def run():
-    """The ``drizzleflow`` console command: :func:`main`, then a quick exit.
+    """The ``drizzleflow`` console command: :func:`main` with one BLAS thread, then a quick exit.
 
     Tearing the interpreter down (every module, every object astropy and numpy
     made, a last full garbage collection) took 0.2 s after each run, 10% of a
@@ -321,6 +321,11 @@ def run():
     and renamed into place by then.  In-process callers use :func:`main`, which
     returns normally.
     """
+    # the compiled cores run in our own threads; numpy's BLAS only ever sees small
+    # matrices (sky matching, PSF fits), where its second thread only spins (0.1 CPU-s
+    # after start-up) and competes with a sweep's parallel points; an explicit
+    # setting wins.  Before numpy is imported: importing this module does not.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     rc = main()
     if threading.active_count() > 1 or "distributed" in sys.modules or _children():
         sys.exit(rc)

@@ -209,8 +209,9 @@ def _final(run, **kw):
     return run.get("final")
 
 
-def _no_exposures(monkeypatch):
-    """Make reading an exposure in the final drizzle an error; returns the calls tried."""
+def _no_exposures(monkeypatch, geometry_too=True):
+    """Make reading an exposure (and, with ``geometry_too``, its headers' geometry)
+    in the final drizzle an error; returns the calls tried."""
     from drizzleflow.steps.chain import chip_feed, geometry
     tried = []
 
@@ -218,8 +219,14 @@ def _no_exposures(monkeypatch):
         tried.append(1)
         raise AssertionError("an exposure was read")
     monkeypatch.setattr(chip_feed, "load_exposure", refuse)
-    monkeypatch.setattr(geometry, "chip_geometry", refuse)
+    if geometry_too:
+        monkeypatch.setattr(geometry, "chip_geometry", refuse)
     return tried
+
+
+def _same_products(a, b):
+    for k in ("sci", "wht", "ctx"):
+        assert fits.getdata(a[k]).tobytes() == fits.getdata(b[k]).tobytes(), k
 
 
 def test_kept_inputs_serve_a_pixfrac_rerun_with_the_same_bytes(run, monkeypatch):
@@ -232,12 +239,12 @@ def test_kept_inputs_serve_a_pixfrac_rerun_with_the_same_bytes(run, monkeypatch)
     assert (kept / "meta.json").is_file() and len(list(kept.glob("*.data"))) == 16
     with monkeypatch.context() as m:
         tried = _no_exposures(m)
-        served = _final(run, pixfrac=0.6, root="keep2", kernel="turbo")
+        served = _final(run, pixfrac=0.6, root="keep2", kernel="turbo", wt_scl="expsq")
         assert not tried
-    fresh = _final(run, pixfrac=0.6, root="keep3", kernel="turbo", keep_inputs=False)
+    fresh = _final(run, pixfrac=0.6, root="keep3", kernel="turbo", wt_scl="expsq", keep_inputs=False)
     assert not kept.exists()          # a run that keeps nothing leaves nothing stale
-    for k in ("sci", "wht", "ctx"):
-        assert fits.getdata(run.abs(served[k])).tobytes() == fits.getdata(run.abs(fresh[k])).tobytes()
+    _same_products({k: run.abs(v) for k, v in served.items() if k in ("sci", "wht", "ctx")},
+                   {k: run.abs(v) for k, v in fresh.items() if k in ("sci", "wht", "ctx")})
     a, b = fits.getheader(run.abs(served["sci"])), fits.getheader(run.abs(fresh["sci"]))
     for key in ("CRVAL1", "CRPIX2", "CD1_2", "PHOTFLAM", "PHOTPLAM", "EXPTIME", "D001DATA", "D016WKEY",
                 "D016SKY", "D016ISCL", "D016PIXF", "D016KERN"):
@@ -245,11 +252,27 @@ def test_kept_inputs_serve_a_pixfrac_rerun_with_the_same_bytes(run, monkeypatch)
     assert served["grid"] == fresh["grid"]
 
 
-@pytest.mark.parametrize("change", ["crmask", "bits", "scale", "lost file"])
+def test_kept_pixels_serve_another_grid(run, monkeypatch):
+    """Another scale: the chips' pixels come from the kept inputs (no exposure
+    is read), only their maps are made afresh; same bytes as without them."""
+    from drizzleflow.steps.chain.final_inputs import KEPT_DIR
+    monkeypatch.setattr(run, "products", dict(run.products))
+    first = _final(run, root="grid1")["grid"]
+    assert run.outdir.joinpath(*KEPT_DIR, "meta.json").is_file()
+    with monkeypatch.context() as m:
+        tried = _no_exposures(m, geometry_too=False)
+        served = _final(run, root="grid2", scale=0.08, pixfrac=0.7)
+        assert not tried
+    fresh = _final(run, root="grid3", scale=0.08, pixfrac=0.7, keep_inputs=False)
+    assert served["grid"] == fresh["grid"] and served["grid"]["shape"] != first["shape"]
+    _same_products({k: run.abs(v) for k, v in served.items() if k in ("sci", "wht", "ctx")},
+                   {k: run.abs(v) for k, v in fresh.items() if k in ("sci", "wht", "ctx")})
+
+
+@pytest.mark.parametrize("change", ["crmask", "bits", "lost file"])
 def test_kept_inputs_are_not_used_once_an_input_changes(run, monkeypatch, change):
-    """Another cosmic-ray mask file, other DQ bits or another grid (or a kept
-    file gone): the kept chips no longer apply, the exposures are read again
-    and kept anew."""
+    """Another cosmic-ray mask file or other DQ bits (or a kept file gone): the
+    kept chips no longer apply, the exposures are read again and kept anew."""
     import os
     from drizzleflow.steps.chain.final_inputs import KEPT_DIR
     monkeypatch.setattr(run, "products", dict(run.products))
@@ -261,12 +284,10 @@ def test_kept_inputs_are_not_used_once_an_input_changes(run, monkeypatch, change
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     elif change == "bits":
         kw["bits"] = "8"
-    elif change == "lost file":
-        run.outdir.joinpath(*KEPT_DIR, "3.data").unlink()
     else:
-        kw["scale"] = 0.1
+        run.outdir.joinpath(*KEPT_DIR, "3.data").unlink()
     with monkeypatch.context() as m:
-        tried = _no_exposures(m)
+        tried = _no_exposures(m, geometry_too=False)
         with pytest.raises(AssertionError, match="an exposure was read"):
             _final(run, root="keepB", **kw)
         assert tried

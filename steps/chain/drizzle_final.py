@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -122,8 +123,9 @@ class DrizzleFinalStep(Step):
         keep_inputs: bool = Field(True, description="Keep the chips as prepared for drizzling (sky-"
                                   "subtracted data, good-pixel masks, map nodes: 63 MB on M2) in "
                                   "chain/final_inputs/, so that a rerun changing only pixfrac, kernel, "
-                                  "fillval, units, root, context or band_mb reads them instead of the "
-                                  "exposures. Not with per_chip.")
+                                  "fillval, units, weights, root, context or band_mb reads them instead "
+                                  "of the exposures (a new grid reuses their pixels and maps them "
+                                  "afresh). Not with per_chip.")
         stepsize: int = Field(DEFAULT_STEPSIZE, ge=0, le=100, description="Pixel-map sampling step: the "
                               "WCS is evaluated every this many pixels and interpolated (0 = every pixel).")
         band_mb: int = Field(48, ge=8, le=65536, description="Memory (MB) for the output accumulators "
@@ -173,15 +175,19 @@ class DrizzleFinalStep(Step):
         # input id of each exposure's first chip (records without chip counts: unknown)
         first_uid = np.cumsum([0] + [int(r.get("nchips") or 0) for r in recs])
         keep = params.keep_inputs and not params.per_chip and 0 < first_uid[-1] <= 32
-        key = kept = None
+        keys = kept = None
         if keep:
-            key = final_inputs.inputs_key(context, params, recs, static_masks, crmasks)
-            kept = final_inputs.load(context, key, int(first_uid[-1]))
+            keys = final_inputs.inputs_keys(context, params, recs, static_masks, crmasks)
+            kept = final_inputs.load(context, keys, int(first_uid[-1]))
         elif not params.per_chip:
             final_inputs.discard(context)   # none kept: none left stale either
+        # a run that reuses another folder's steps (a sweep point) reads the kept chips
+        # of that folder (the baseline's) when they match, but keeps none of its own:
+        # nothing would read them (writing them cost a seven-point sweep 0.2-0.7 s)
+        write_kept = keep and kept is None and not context.options.get("reuse_dirs")
         # ``frame``: the grid as the products and the summary need it (no astropy WCS);
-        # ``grid`` (with its WCS) only when the chips are prepared here
-        if kept is not None:
+        # ``grid`` (with its WCS) only when the chips are mapped here
+        if kept is not None and kept.grid is not None:
             grid = geoms = None
             frame, rhos = kept.grid, [kept.grid.scale / s for s in kept.pscales]
             context.log.info("final: chips as prepared by an earlier run read back from %s (inputs unchanged)",
@@ -190,9 +196,18 @@ class DrizzleFinalStep(Step):
             geoms = gather_geometry(context, self.name)
             grid = self._checked_grid(context, params, geoms)
             frame, rhos = final_inputs.KeptGrid.of(grid), [grid.scale / g.pscale for g in geoms]
+            if kept is not None:
+                if len(geoms) != len(kept.spill.meta):
+                    kept = None
+                else:
+                    # pixels kept for another grid: read back, mapped afresh with the chips' WCS
+                    kept.spill.meta = {u: (info, k, replace(chip, wcs=geoms[u].wcs))
+                                       for u, (info, k, chip) in kept.spill.meta.items()}
+                    context.log.info("final: chips' pixels read back from %s (kept for another grid)",
+                                     context.rel(kept.folder))
         nchips_all = len(rhos)
         if first_uid[-1] != nchips_all:
-            first_uid, keep = None, False   # every band visits every chip; nothing kept
+            first_uid, write_kept = None, False   # every band visits every chip; nothing kept
         ny, nx = frame.shape
 
         per_chip = _SingleChipProducts(params, grid, geoms, fill) if params.per_chip else None
@@ -203,9 +218,9 @@ class DrizzleFinalStep(Step):
         # and the exposures -- that cannot land in it without reading them; the exact
         # test is on each chip's map nodes (WindowedMap.reach)
         reach = None
-        if kept is not None:
+        if kept is not None and kept.reach is not None:
             reach = kept.reach
-        elif (len(bands) > 1 or keep) and first_uid is not None:
+        elif (len(bands) > 1 or write_kept) and first_uid is not None:
             reach = chip_rows(geoms, grid)
         prov = _Provenance(params, frame, crmasks)
         feed_args = dict(static_masks=static_masks, crmasks=crmasks, maps=kept.maps if kept is not None else {},
@@ -223,7 +238,7 @@ class DrizzleFinalStep(Step):
                 # are kept for the next run) is written to disk by the first band
                 feeds = [ChipFeed(context, params, grid, recs, b, whole=False, reach=reach, first_uid=first_uid,
                                   **feed_args) for b in bands[1:]]
-                later = [u for u in range(nchips_all) if keep or any(f.reaches(u, rhos[u]) for f in feeds)]
+                later = [u for u in range(nchips_all) if write_kept or any(f.reaches(u, rhos[u]) for f in feeds)]
                 spill = ChipSpill(temp_dir(context.outdir, "drizzle_final_bands"), later)
             for bi, band in enumerate(bands):
                 feed = ChipFeed(context, params, frame if grid is None else grid, recs, band,
@@ -253,8 +268,8 @@ class DrizzleFinalStep(Step):
                 del driz
                 trim_heap()   # what the band's chips freed, before the next band's context plane
             paths = out.close()
-            if keep and kept is None and spill is not None:
-                installed = _keep_inputs(context, key, grid, spill, feed_args["maps"], reach, params.stepsize)
+            if write_kept and spill is not None:
+                installed = _keep_inputs(context, keys, grid, spill, feed_args["maps"], reach, params.stepsize)
         except BaseException:
             if out is not None:
                 out.abort()   # no partial products left behind
@@ -280,11 +295,11 @@ class DrizzleFinalStep(Step):
             log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
 
 
-def _keep_inputs(context, key, grid, spill, maps, reach, stepsize) -> bool:
+def _keep_inputs(context, keys, grid, spill, maps, reach, stepsize) -> bool:
     """Keep the prepared chips for the next run (steps/chain/final_inputs.py); a
     failure costs the next rerun its shortcut, not this run its products."""
     try:
-        if not final_inputs.save(spill.dir, key, grid, spill, maps, reach, stepsize):
+        if not final_inputs.save(spill.dir, keys, grid, spill, maps, reach, stepsize):
             context.log.info("final: the chips' maps need their WCS (2-D D2IM table); inputs not kept")
             return False
         final_inputs.install(context, spill.dir)

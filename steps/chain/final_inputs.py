@@ -1,22 +1,24 @@
 """The final drizzle's prepared inputs, kept for the next run.
 
-Changing ``pixfrac`` (or the kernel, fill value, units, product root, context
-or band memory) changes nothing the final drizzle prepares from its inputs:
-each chip's sky-subtracted data and good-pixel mask, its pixel-map nodes on
-the output grid, the grid itself and what the provenance cards say about the
-chip.  The step keeps those in ``chain/final_inputs/`` (``keep_inputs``): the
-data and masks as the band spill writes them (2.6 MB and 80 kB per WFPC2 chip,
-63 MB on M2), the map nodes (a few kB per chip) in ``maps.npz`` and the rest in
-``meta.json``.  A rerun whose inputs are unchanged reads them back instead of
-opening six exposures, building 24 chip WCS and evaluating their maps; it
-need not even import ``astropy.wcs`` (about 0.15 s on its own).
+Changing ``pixfrac`` (or the kernel, fill value, units, weights, product root,
+context or band memory) changes nothing the final drizzle prepares from its
+inputs: each chip's sky-subtracted data and good-pixel mask, its pixel-map
+nodes on the output grid, the grid itself and what the provenance cards say
+about the chip.  The step keeps those in ``chain/final_inputs/``
+(``keep_inputs``): the data and masks as the band spill writes them (2.6 MB
+and 80 kB per WFPC2 chip, 63 MB on M2), the map nodes (a few kB per chip) in
+``maps.npz`` and the rest in ``meta.json``.  A rerun whose inputs are
+unchanged reads them back instead of opening six exposures, building 24 chip
+WCS and evaluating their maps; it need not even import ``astropy.wcs`` (about
+0.15 s on its own).  A rerun on another grid (scale, rotation, size) still
+reads the chips' pixels from here and only maps them afresh.
 
-"Unchanged" is decided by :func:`inputs_key`: the identity (device, inode,
-size, mtime) of every file read -- working copies, static and cosmic-ray
-masks, a reference image --, the sky values, and the parameters that shape
-the prepared chips (DQ bits, weights, cosmic-ray masks, map step, grid).  A
-rerun of an earlier step rewrites the files it made, so their identities and
-the key change with them.
+"Unchanged" is decided by :func:`inputs_keys`: a data key -- the identity
+(device, inode, size, mtime) of every file read (working copies, static and
+cosmic-ray masks), the sky values, the DQ bits and whether cosmic-ray masks
+are used -- and a grid key (the grid parameters, a reference image's
+identity, the map step).  A rerun of an earlier step rewrites the files it
+made, so their identities and the keys change with them.
 """
 from __future__ import annotations
 
@@ -36,16 +38,21 @@ from drizzleflow.steps.drizzle.pixmap import WindowedMap
 
 from .chip_feed import ChipSpill, ExposureInfo, SpilledChip
 
-__all__ = ["KEPT_DIR", "KeptGrid", "KeptInputs", "inputs_key", "load", "save", "install", "discard", "KEY_PARAMS"]
+__all__ = ["KEPT_DIR", "KeptGrid", "KeptInputs", "inputs_keys", "load", "save", "install", "discard",
+           "DATA_PARAMS", "GRID_PARAMS"]
 
 #: where the kept inputs live, inside the output folder
 KEPT_DIR = ("chain", "final_inputs")
 #: bumped whenever what is kept, or how the chips are prepared, changes
-FORMAT = 1
-#: drizzle_final parameters that shape the prepared chips (all others -- kernel,
-#: pixfrac, fillval, units, root, context, per_chip, band_mb, keep_inputs -- do not)
-KEY_PARAMS = ("bits", "wht_type", "wt_scl", "use_crmask", "stepsize", "wcs", "scale", "rot", "outnx", "outny",
-              "ra", "dec", "crpix1", "crpix2", "refimage", "ref_chip")
+FORMAT = 2
+#: drizzle_final parameters that decide which pixels of each chip are good, and
+#: those that decide the output grid and the maps onto it; none of the others --
+#: kernel, pixfrac, fillval, units, root, context, per_chip, band_mb, keep_inputs,
+#: and the weights (wht_type, wt_scl: applied to the kept good-pixel masks as the
+#: chips are drizzled) -- changes what is kept
+DATA_PARAMS = ("bits", "use_crmask")
+GRID_PARAMS = ("wcs", "scale", "rot", "outnx", "outny", "ra", "dec", "crpix1", "crpix2", "refimage", "ref_chip",
+               "stepsize")
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,13 @@ class KeptGrid:
 @dataclass
 class KeptInputs:
     """Kept inputs read back: a complete spill, the maps, the grid and the
-    output rows each chip's outline reaches."""
+    output rows each chip's outline reaches (grid and reach None, maps empty,
+    when they were kept for another grid)."""
 
-    grid: KeptGrid
+    grid: Optional[KeptGrid]
     spill: ChipSpill
     maps: dict
-    reach: list
+    reach: Optional[list]
     pscales: list
     folder: Path
 
@@ -99,48 +107,62 @@ def _size(path) -> int:
         return -1
 
 
-def inputs_key(context, params, recs, static_masks: dict, crmasks: dict) -> str:
-    """Digest of everything the prepared chips depend on (see the module docstring)."""
+def _digest(doc) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def inputs_keys(context, params, recs, static_masks: dict, crmasks: dict) -> tuple[str, str]:
+    """``(data key, grid key)``: digests of what the kept pixels depend on (the
+    files read, the sky values, the good-pixel parameters) and of what the maps
+    and the grid depend on besides (the grid parameters, a reference image)."""
     from drizzleflow import engine
     files = [[r.get("root", ""), _identity(context.abs(r["sci"])), _identity(context.abs(r["dq"]))] for r in recs]
     statics = {sig: _identity(context.abs(p)) for sig, p in sorted(static_masks.items()) if p}
     crs = {root: [_identity(context.abs(p)) for p in paths] for root, paths in sorted(crmasks.items()) if paths}
+    data = _digest({"format": FORMAT, "software": getattr(engine, "__version__", ""), "files": files,
+                    "static": statics, "cr": crs, "sky": context.get("sky", {}) or {},
+                    "params": {k: getattr(params, k) for k in DATA_PARAMS}})
     ref = []
     if params.wcs and params.refimage:
         p = Path(params.refimage)
         ref = _identity(p if p.is_absolute() else Path.cwd() / p)
-    doc = {"format": FORMAT, "software": getattr(engine, "__version__", ""), "files": files, "static": statics,
-           "cr": crs, "refimage": ref, "sky": context.get("sky", {}) or {},
-           "params": {k: getattr(params, k) for k in KEY_PARAMS}}
-    text = json.dumps(doc, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    grid = _digest({"data": data, "refimage": ref, "params": {k: getattr(params, k) for k in GRID_PARAMS}})
+    return data, grid
 
 
-def load(context, key: str, nchips: int) -> Optional[KeptInputs]:
-    """The kept inputs of ``key``, or None (none kept, another key, or unreadable).
+def load(context, keys: tuple[str, str], nchips: int) -> Optional[KeptInputs]:
+    """The kept inputs of ``keys`` (:func:`inputs_keys`), or None (none kept,
+    other inputs, or unreadable).  When only the data key matches (another
+    grid), the chips come without grid, maps and reach: the caller maps them.
 
     Looked for in the output folder, then in the folders this run reuses steps
     from (``reuse_from``: a sweep's baseline point, whose working copies the
-    other points share as hard links, so the key matches for every point on
-    the baseline's grid); those are only read."""
+    other points share as hard links, so the data key matches for every point
+    and the grid key for those on the baseline's grid); those are only read.
+    A folder that matches both keys wins over one that matches the data only."""
+    found = None
     for folder in [Path(context.outdir)] + [Path(d) for d in context.options.get("reuse_dirs") or []]:
-        kept = _load(folder.joinpath(*KEPT_DIR), key, nchips)
-        if kept is not None:
+        kept = _load(folder.joinpath(*KEPT_DIR), keys, nchips)
+        if kept is not None and kept.grid is not None:
             return kept
-    return None
+        found = found or kept
+    return found
 
 
-def _load(folder: Path, key: str, nchips: int) -> Optional[KeptInputs]:
+def _load(folder: Path, keys: tuple[str, str], nchips: int) -> Optional[KeptInputs]:
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("key") != key or meta.get("format") != FORMAT or len(meta["chips"]) != nchips:
+        if meta.get("format") != FORMAT or meta.get("data_key") != keys[0] or len(meta["chips"]) != nchips:
             return None
-        with np.load(folder / "maps.npz") as z:
-            arrays = {name: z[name] for name in z.files}
+        same_grid = meta.get("grid_key") == keys[1]
+        arrays = {}
+        if same_grid:
+            with np.load(folder / "maps.npz") as z:
+                arrays = {name: z[name] for name in z.files}
     except (OSError, ValueError, KeyError):
         return None
     g = meta["grid"]
-    grid = KeptGrid(tuple(g["shape"]), g["scale"], g["orientat"], g["product"], g["wcs_cards"])
+    grid = KeptGrid(tuple(g["shape"]), g["scale"], g["orientat"], g["product"], g["wcs_cards"]) if same_grid else None
     spill = ChipSpill(folder, [])
     maps, pscales = {}, []
     for c in meta["chips"]:
@@ -149,22 +171,22 @@ def _load(folder: Path, key: str, nchips: int) -> Optional[KeptInputs]:
         chip = SpilledChip(c["root"], c["extver"], c["detector"], tuple(c["shape"]), None, c["pscale"],
                            c["exptime"], c["rdnoise"], c["wcsname"], c["photflam"], c["photplam"])
         spill.meta[uid] = (info, int(c["k"]), chip)
-        if c["saved"]:
-            npix = int(np.prod(chip.shape))
-            if not (_size(folder / f"{uid}.data") == 4 * npix and _size(folder / f"{uid}.good") == (npix + 7) // 8):
-                return None   # a file lost or cut short: prepare the chips afresh
-            spill.saved.add(uid)
+        npix = int(np.prod(chip.shape))
+        if not (c["saved"] and _size(folder / f"{uid}.data") == 4 * npix
+                and _size(folder / f"{uid}.good") == (npix + 7) // 8):
+            return None   # a chip not kept, or a file lost or cut short: prepare the chips afresh
+        spill.saved.add(uid)
         prefix = f"{uid}_"
         nodes = {name[len(prefix):]: a for name, a in arrays.items() if name.startswith(prefix)}
         if nodes:
             maps[uid] = WindowedMap.from_nodes(nodes)
         pscales.append(c["pscale"])
     spill.complete = True
-    reach = [tuple(r) for r in meta["reach"]]
+    reach = [tuple(r) for r in meta["reach"]] if same_grid else None
     return KeptInputs(grid, spill, maps, reach, pscales, folder)
 
 
-def save(folder, key: str, grid, spill: ChipSpill, maps: dict, reach: list, stepsize: int) -> bool:
+def save(folder, keys: tuple[str, str], grid, spill: ChipSpill, maps: dict, reach: list, stepsize: int) -> bool:
     """Write ``meta.json`` and ``maps.npz`` beside the spilled chips in ``folder``;
     False (nothing written) when a chip's map cannot be kept without its WCS."""
     folder = Path(folder)
@@ -187,7 +209,7 @@ def save(folder, key: str, grid, spill: ChipSpill, maps: dict, reach: list, step
                       "saved": uid in spill.saved})
     kept = KeptGrid.of(grid)
     np.savez(folder / "maps.npz", **arrays)
-    meta = {"format": FORMAT, "key": key, "chips": chips, "reach": [list(r) for r in reach],
+    meta = {"format": FORMAT, "data_key": keys[0], "grid_key": keys[1], "chips": chips, "reach": [list(r) for r in reach],
             "grid": {"shape": list(kept.shape), "scale": kept.scale, "orientat": kept.orientat,
                      "product": kept.product, "wcs_cards": kept.wcs_cards}}
     write_text(folder / "meta.json", json.dumps(meta))   # last: its presence marks a complete folder
