@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Literal
 
@@ -133,7 +134,9 @@ class DrizzleFinalStep(Step):
                              "at 0.0455\" takes three bands). Larger outputs are drizzled in bands of "
                              "rows, each written as soon as it is done: less memory, pixels equal to a "
                              "single pass but for the last float32 bit of some; each band maps and "
-                             "drizzles only the part of a chip that can reach it.")
+                             "drizzles only the part of a chip that can reach it. A rerun served by "
+                             "kept inputs (no exposure in memory) takes two band accumulators, to write "
+                             "one band while the next is drizzled.")
 
         @field_validator("wht_type")
         @classmethod
@@ -227,9 +230,15 @@ class DrizzleFinalStep(Step):
                          masks=_read_mask, weight_of=lambda chip, good, rho: chip_weight(
                              good, params.wht_type, params.wt_scl, chip.exptime,
                              sky_for(context, chip, "subtracted"), chip.rdnoise, rho))
-        out = spill = None
+        out = spill = writer = None
         installed = False
-        scratch = Scratch()   # one accumulator for every band: zeroed pages, not fresh ones
+        # one accumulator for every band (zeroed pages, not fresh ones); a run served by
+        # kept chips holds no exposure, so it takes a second one and writes each band
+        # while the next is drizzled (the drizzle threads idled 0.12-0.18 s of a
+        # pixfrac-only M2 rerun through the writes; peak 185 MB, the full run's 230)
+        overlap = kept is not None and len(bands) > 1
+        scratches = [Scratch(), Scratch()] if overlap else [Scratch()]
+        written = [None] * len(scratches)   # the write of the band each accumulator last held
         try:
             if kept is not None:
                 spill = kept.spill   # complete: every band reads its chips from there
@@ -240,12 +249,18 @@ class DrizzleFinalStep(Step):
                                   **feed_args) for b in bands[1:]]
                 later = [u for u in range(nchips_all) if write_kept or any(f.reaches(u, rhos[u]) for f in feeds)]
                 spill = ChipSpill(temp_dir(context.outdir, "drizzle_final_bands"), later)
+            if overlap:
+                writer = ThreadPoolExecutor(1, thread_name_prefix="drizzle-final-write")
             for bi, band in enumerate(bands):
+                slot = bi % len(scratches)
+                if written[slot] is not None:
+                    written[slot].result()   # this accumulator's last band is in its files
+                    written[slot] = None
                 feed = ChipFeed(context, params, frame if grid is None else grid, recs, band,
                                 whole=reach is None, reach=reach, first_uid=first_uid, spill=spill, **feed_args)
                 todo = feed.exposures(rhos) if bi else list(range(len(recs)))
                 driz = new_drizzle((band[1] - band[0], nx), params.kernel, fill, context=params.context,
-                                   scratch=scratch)
+                                   scratch=scratches[slot])
                 desc = "drizzle_final" if len(bands) == 1 else f"drizzle_final band {bi + 1}/{len(bands)}"
                 nchips = nchips_all if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 # chips are queued as they come; the next chip's tiles start while this one's
@@ -264,17 +279,27 @@ class DrizzleFinalStep(Step):
                     if spill is not None:
                         spill.complete = True
                     out = _ProductWriter(context.outdir, params, frame.shape, prov.header(context), fill, prov.texp)
-                out.write(driz)
+                if writer is not None:
+                    written[slot] = writer.submit(out.write, driz)   # bands reach the files in order
+                else:
+                    out.write(driz)
                 del driz
                 trim_heap()   # what the band's chips freed, before the next band's context plane
+            for w in written:
+                if w is not None:
+                    w.result()
             paths = out.close()
             if write_kept and spill is not None:
                 installed = _keep_inputs(context, keys, grid, spill, feed_args["maps"], reach, params.stepsize)
         except BaseException:
+            if writer is not None:
+                writer.shutdown(wait=True, cancel_futures=True)   # no write under the abort's feet
             if out is not None:
                 out.abort()   # no partial products left behind
             raise
         finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
             if spill is not None and kept is None and not installed:
                 shutil.rmtree(spill.dir, ignore_errors=True)
         product = {"sci": context.rel(paths["sci"]), "wht": context.rel(paths["wht"]),
