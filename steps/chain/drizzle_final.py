@@ -235,7 +235,7 @@ class DrizzleFinalStep(Step):
         # one accumulator for every band (zeroed pages, not fresh ones); a run served by
         # kept chips holds no exposure, so it takes a second one and writes each band
         # while the next is drizzled (the drizzle threads idled 0.12-0.18 s of a
-        # pixfrac-only M2 rerun through the writes; peak 185 MB, the full run's 230)
+        # pixfrac-only M2 rerun through the writes; peak 182-190 MiB, the full run's 220-236)
         overlap = kept is not None and len(bands) > 1
         scratches = [Scratch(), Scratch()] if overlap else [Scratch()]
         written = [None] * len(scratches)   # the write of the band each accumulator last held
@@ -329,7 +329,7 @@ def _keep_inputs(context, keys, grid, spill, maps, reach, stepsize) -> bool:
             return False
         final_inputs.install(context, spill.dir)
         return True
-    except OSError as exc:
+    except (OSError, ValueError) as exc:   # disk full, a folder in the way, a map that will not save
         context.log.warning("final: could not keep the prepared inputs for the next run: %s", exc)
         return False
 
