@@ -20,7 +20,7 @@ from drizzleflow.engine.manifest import file_identity
 from ..instruments.bits import good_mask
 
 __all__ = ["IdentityCache", "load_exposure", "chip_wcs_for", "exposure_weight", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
-           "sky_for", "write_image", "update_file", "read_image", "static_mask_for",
+           "sky_for", "write_image", "update_file", "read_image", "static_mask_for", "read_static_mask",
            "wcs_kept", "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
 log = logging.getLogger("drizzleflow.chain")
@@ -176,8 +176,11 @@ def static_mask_for(context, chip):
     rel = masks.get(f"{chip.detector}:{chip.shape[0]}x{chip.shape[1]}")
     if not rel:
         return None
-    path = context.abs(rel)
+    return read_static_mask(context.abs(rel))
 
+
+def read_static_mask(path) -> np.ndarray:
+    """A static mask file as bool (read-only), read once per file version."""
     def read():
         mask = fits.getdata(path).astype(bool)
         mask.flags.writeable = False
