@@ -431,7 +431,8 @@ def _run(recipe, outdir, old, force, reuse_dirs, executor, progress, reuse_mode=
             log.info("step %s (%s): %s, products restored (key %s%s)", spec.name, spec.step, status, key[:12],
                      f", from {rec.get('reused_from')}" if status == "reused" else "")
             results.append(StepResult(spec.name, spec.step, key, status, 0.0, rec.get("products", {})))
-            save()
+            if status == "reused":
+                save()   # a cached record is already in the manifest on disk (the first save wrote it)
             continue
 
         log.info("step %s (%s) v%s: params %s", spec.name, spec.step, spec.cls.version, params_json)
