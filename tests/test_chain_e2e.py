@@ -269,10 +269,11 @@ def test_kept_pixels_serve_another_grid(run, monkeypatch):
                    {k: run.abs(v) for k, v in fresh.items() if k in ("sci", "wht", "ctx")})
 
 
-@pytest.mark.parametrize("change", ["crmask", "bits", "lost file"])
+@pytest.mark.parametrize("change", ["crmask", "bits", "lost file", "damaged meta"])
 def test_kept_inputs_are_not_used_once_an_input_changes(run, monkeypatch, change):
-    """Another cosmic-ray mask file or other DQ bits (or a kept file gone): the
-    kept chips no longer apply, the exposures are read again and kept anew."""
+    """Another cosmic-ray mask file or other DQ bits (or a kept file gone or
+    damaged): the kept chips no longer apply, the exposures are read again and
+    kept anew."""
     import os
     from drizzleflow.steps.chain.final_inputs import KEPT_DIR
     monkeypatch.setattr(run, "products", dict(run.products))
@@ -284,8 +285,10 @@ def test_kept_inputs_are_not_used_once_an_input_changes(run, monkeypatch, change
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     elif change == "bits":
         kw["bits"] = "8"
-    else:
+    elif change == "lost file":
         run.outdir.joinpath(*KEPT_DIR, "3.data").unlink()
+    else:
+        run.outdir.joinpath(*KEPT_DIR, "meta.json").write_text('{"format": 2, "data_key": ')
     with monkeypatch.context() as m:
         tried = _no_exposures(m, geometry_too=False)
         with pytest.raises(AssertionError, match="an exposure was read"):

@@ -150,17 +150,23 @@ def load(context, keys: tuple[str, str], nchips: int) -> Optional[KeptInputs]:
 
 
 def _load(folder: Path, keys: tuple[str, str], nchips: int) -> Optional[KeptInputs]:
+    """The kept inputs in ``folder`` if they match, else None -- also when anything
+    there is unreadable: a damaged cache costs a rerun its shortcut, nothing else."""
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != FORMAT or meta.get("data_key") != keys[0] or len(meta["chips"]) != nchips:
-            return None
-        same_grid = meta.get("grid_key") == keys[1]
-        arrays = {}
-        if same_grid:
-            with np.load(folder / "maps.npz") as z:
-                arrays = {name: z[name] for name in z.files}
-    except (OSError, ValueError, KeyError):
+        return _read(folder, keys, nchips)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
+
+
+def _read(folder: Path, keys: tuple[str, str], nchips: int) -> Optional[KeptInputs]:
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("format") != FORMAT or meta.get("data_key") != keys[0] or len(meta["chips"]) != nchips:
+        return None
+    same_grid = meta.get("grid_key") == keys[1]
+    arrays = {}
+    if same_grid:
+        with np.load(folder / "maps.npz") as z:
+            arrays = {name: z[name] for name in z.files}
     g = meta["grid"]
     grid = KeptGrid(tuple(g["shape"]), g["scale"], g["orientat"], g["product"], g["wcs_cards"]) if same_grid else None
     spill = ChipSpill(folder, [])
@@ -209,7 +215,8 @@ def save(folder, keys: tuple[str, str], grid, spill: ChipSpill, maps: dict, reac
                       "saved": uid in spill.saved})
     kept = KeptGrid.of(grid)
     np.savez(folder / "maps.npz", **arrays)
-    meta = {"format": FORMAT, "data_key": keys[0], "grid_key": keys[1], "chips": chips, "reach": [list(r) for r in reach],
+    meta = {"format": FORMAT, "data_key": keys[0], "grid_key": keys[1], "chips": chips,
+            "reach": [list(r) for r in reach],
             "grid": {"shape": list(kept.shape), "scale": kept.scale, "orientat": kept.orientat,
                      "product": kept.product, "wcs_cards": kept.wcs_cards}}
     write_text(folder / "meta.json", json.dumps(meta))   # last: its presence marks a complete folder
