@@ -187,7 +187,7 @@ def test_banded_final_from_spill_equals_rereading_the_exposures(run, monkeypatch
     spilled = run.get("final")
     made = []
 
-    def no_spill(directory, wanted):
+    def no_spill(directory, wanted, writer=None):
         made.append(len(wanted))
         import shutil
         shutil.rmtree(directory)

@@ -89,8 +89,12 @@ def test_turbo_bands_of_aligned_boxes_equal_one_pass_bit_for_bit():
     assert ndiff[1] > 0   # the case is one where alignment matters
 
 
-def test_chip_spill_round_trip(tmp_path):
-    """What the first band keeps for the later ones comes back byte for byte."""
+@pytest.mark.parametrize("behind", [False, True])
+def test_chip_spill_round_trip(tmp_path, behind):
+    """What the first band keeps for the later ones comes back byte for byte,
+    also when a writer thread puts it on disk behind the caller (then ``flush``
+    waits for it)."""
+    from concurrent.futures import ThreadPoolExecutor
     class Chip:
         root, extver, detector, shape, wcs, pscale, exptime, rdnoise = "r", 2, 3, (7, 13), None, 0.1, 10.0, 5.0
         header, photflam = {"WCSNAME": "DRZ"}, 2e-18
@@ -98,13 +102,17 @@ def test_chip_spill_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.normal(0, 1, Chip.shape).astype(np.float32)
     good = rng.random(Chip.shape) < 0.7     # 91 pixels: not a multiple of 8
-    spill = ChipSpill(tmp_path, wanted=[4])
+    pool = ThreadPoolExecutor(1) if behind else None
+    spill = ChipSpill(tmp_path, wanted=[4], writer=pool)
     info = ExposureInfo("r", tmp_path / "r_c0m.fits", 10.0, 8000.0)
     spill.note(4, info, 1, Chip())
     spill.note(5, info, 2, Chip())
     assert spill.wants(4) and not spill.wants(5)
     spill.put(4, data, good)
     assert not spill.wants(4)
+    spill.flush()
+    if pool is not None:
+        pool.shutdown()
     d2, g2 = spill.get(4)
     assert d2.dtype == np.float32 and d2.tobytes() == data.tobytes()
     assert g2.dtype == bool and np.array_equal(g2, good)

@@ -82,11 +82,14 @@ class ChipSpill:
     ``directory`` (the caller removes it).  Reading them back gives the same
     bytes, so a band drizzles exactly what it would from the exposure."""
 
-    def __init__(self, directory, wanted):
+    def __init__(self, directory, wanted, writer=None):
         self.dir, self.wanted = Path(directory), frozenset(int(u) for u in wanted)
         self.meta: dict[int, tuple] = {}   # every chip the first band saw: (info, k, SpilledChip)
         self.saved: set[int] = set()       # ... and those whose pixels were written
         self.complete = False              # set when the first band is done: later bands read from here
+        # an executor: the files are written behind the caller, who goes on preparing
+        # the next chip (:meth:`flush` waits for them)
+        self._writer, self._pending = writer, []
 
     def note(self, uid, info, k, chip):
         self.meta[uid] = (info, k, SpilledChip.of(chip, info))
@@ -95,9 +98,25 @@ class ChipSpill:
         return uid in self.wanted and uid not in self.saved
 
     def put(self, uid, data, good):
-        np.ascontiguousarray(data, dtype=np.float32).tofile(self.dir / f"{uid}.data")
-        np.packbits(good, axis=None).tofile(self.dir / f"{uid}.good")
+        """Write a chip's pixels (``data``, ``good`` must not change afterwards)."""
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if self._writer is None:
+            self._write(uid, data, good)
+        else:
+            while len(self._pending) >= 2:     # at most two chips' pixels wait for the disk
+                self._pending.pop(0).result()
+            self._pending.append(self._writer.submit(self._write, uid, data, good))
         self.saved.add(uid)
+
+    def _write(self, uid, data, good):
+        data.tofile(self.dir / f"{uid}.data")
+        np.packbits(good, axis=None).tofile(self.dir / f"{uid}.good")
+
+    def flush(self):
+        """Wait until every chip put is on disk (a write's error is raised here)."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
 
     def get(self, uid):
         """``(data, good)`` of a spilled chip."""
