@@ -9,11 +9,9 @@ distortion-aware format (SIP, D2IMARR, WCSCORR) as the tutorial's first run does
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional, Union
 
@@ -99,6 +97,8 @@ def _prepare_all(pairs, bits, do_wcs, uref, stage):
     Dask client or inside a caller's threads the pairs are done here, in turn.
     As many processes as the drizzle core would use threads (``core_threads``:
     ``DRIZZLEFLOW_THREADS=1``, as a sweep's parallel points have, keeps it here)."""
+    import multiprocessing   # here, not with the module: a rerun that restores ingest from the cache
+    from concurrent.futures import ProcessPoolExecutor   # never needs them (~6 ms of imports)
     procs = min(core_threads(), len(pairs))
     if procs < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         yield from (_prepare(p, bits, do_wcs, uref, stage) for p in pairs)

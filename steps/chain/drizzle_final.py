@@ -193,7 +193,7 @@ class DrizzleFinalStep(Step):
         # ``grid`` (with its WCS) only when the chips are mapped here
         if kept is not None and kept.grid is not None:
             grid = geoms = None
-            frame, rhos = kept.grid, [kept.grid.scale / s for s in kept.pscales]
+            frame, rhos = kept.grid, kept.rhos(kept.grid.scale)
             context.log.info("final: chips as prepared by an earlier run read back from %s (inputs unchanged)",
                              context.rel(kept.folder))
         else:
@@ -236,7 +236,7 @@ class DrizzleFinalStep(Step):
         # one accumulator for every band (zeroed pages, not fresh ones); a run served by
         # kept chips holds no exposure, so it takes a second one and writes each band
         # while the next is drizzled (the drizzle threads idled 0.12-0.18 s of a
-        # pixfrac-only M2 rerun through the writes; peak 182-190 MiB, the full run's 220-236)
+        # pixfrac-only M2 rerun through the writes; peak 181-190 MiB, the full run's 220-236)
         overlap = kept is not None and len(bands) > 1
         scratches = [Scratch(), Scratch()] if overlap else [Scratch()]
         written = [None] * len(scratches)   # the write of the band each accumulator last held
@@ -295,7 +295,8 @@ class DrizzleFinalStep(Step):
                     w.result()
             paths = out.close()
             if write_kept and spill is not None:
-                installed = _keep_inputs(context, keys, grid, spill, feed_args["maps"], reach, params.stepsize)
+                installed = _keep_inputs(context, keys, grid, frame, spill, feed_args["maps"], reach,
+                                         params.stepsize)
         except BaseException:
             if writer is not None:
                 writer.shutdown(wait=True, cancel_futures=True)   # no write under the abort's feet
@@ -326,11 +327,11 @@ class DrizzleFinalStep(Step):
             log.info("  CR pixels flagged %s: %d (%s per chip)", root, sum(c), ", ".join(map(str, c)))
 
 
-def _keep_inputs(context, keys, grid, spill, maps, reach, stepsize) -> bool:
+def _keep_inputs(context, keys, grid, frame, spill, maps, reach, stepsize) -> bool:
     """Keep the prepared chips for the next run (steps/chain/final_inputs.py); a
     failure costs the next rerun its shortcut, not this run its products."""
     try:
-        if not final_inputs.save(spill.dir, keys, grid, spill, maps, reach, stepsize):
+        if not final_inputs.save(spill.dir, keys, grid, frame, spill, maps, reach, stepsize):
             context.log.info("final: the chips' maps need their WCS (2-D D2IM table); inputs not kept")
             return False
         final_inputs.install(context, spill.dir)

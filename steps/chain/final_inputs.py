@@ -89,8 +89,11 @@ class KeptInputs:
     spill: ChipSpill
     maps: dict
     reach: Optional[list]
-    pscales: list
     folder: Path
+
+    def rhos(self, scale: float) -> list:
+        """Output scale / chip scale of every chip, in input-id order."""
+        return [scale / self.spill.meta[u][2].pscale for u in sorted(self.spill.meta)]
 
 
 def _identity(path) -> list:
@@ -170,7 +173,7 @@ def _read(folder: Path, keys: tuple[str, str], nchips: int) -> Optional[KeptInpu
     g = meta["grid"]
     grid = KeptGrid(tuple(g["shape"]), g["scale"], g["orientat"], g["product"], g["wcs_cards"]) if same_grid else None
     spill = ChipSpill(folder, [])
-    maps, pscales = {}, []
+    maps = {}
     for c in meta["chips"]:
         uid = int(c["uid"])
         info = ExposureInfo(c["exp_root"], Path(c["sci_path"]), c["exp_exptime"], c["exp_photplam"])
@@ -186,15 +189,17 @@ def _read(folder: Path, keys: tuple[str, str], nchips: int) -> Optional[KeptInpu
         nodes = {name[len(prefix):]: a for name, a in arrays.items() if name.startswith(prefix)}
         if nodes:
             maps[uid] = WindowedMap.from_nodes(nodes)
-        pscales.append(c["pscale"])
     spill.complete = True
     reach = [tuple(r) for r in meta["reach"]] if same_grid else None
-    return KeptInputs(grid, spill, maps, reach, pscales, folder)
+    return KeptInputs(grid, spill, maps, reach, folder)
 
 
-def save(folder, keys: tuple[str, str], grid, spill: ChipSpill, maps: dict, reach: list, stepsize: int) -> bool:
-    """Write ``meta.json`` and ``maps.npz`` beside the spilled chips in ``folder``;
-    False (nothing written) when a chip's map cannot be kept without its WCS."""
+def save(folder, keys: tuple[str, str], grid, kept_grid: KeptGrid, spill: ChipSpill, maps: dict, reach: list,
+         stepsize: int) -> bool:
+    """Write ``meta.json`` and ``maps.npz`` beside the spilled chips in ``folder``
+    (``grid``: the output grid, to map a chip no band reached; ``kept_grid``: its
+    :class:`KeptGrid`); False (nothing written) when a chip's map cannot be kept
+    without its WCS."""
     folder = Path(folder)
     arrays, chips = {}, []
     for uid in sorted(spill.meta):
@@ -213,12 +218,11 @@ def save(folder, keys: tuple[str, str], grid, spill: ChipSpill, maps: dict, reac
                       "pscale": chip.pscale, "exptime": chip.exptime, "rdnoise": chip.rdnoise,
                       "wcsname": chip.wcsname, "photflam": chip.photflam, "photplam": chip.photplam,
                       "saved": uid in spill.saved})
-    kept = KeptGrid.of(grid)
     np.savez(folder / "maps.npz", **arrays)
     meta = {"format": FORMAT, "data_key": keys[0], "grid_key": keys[1], "chips": chips,
             "reach": [list(r) for r in reach],
-            "grid": {"shape": list(kept.shape), "scale": kept.scale, "orientat": kept.orientat,
-                     "product": kept.product, "wcs_cards": kept.wcs_cards}}
+            "grid": {"shape": list(kept_grid.shape), "scale": kept_grid.scale, "orientat": kept_grid.orientat,
+                     "product": kept_grid.product, "wcs_cards": kept_grid.wcs_cards}}
     write_text(folder / "meta.json", json.dumps(meta))   # last: its presence marks a complete folder
     return True
 
