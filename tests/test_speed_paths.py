@@ -1,12 +1,15 @@
 """The fast paths added to cut the time outside the drizzle/median steps must
 give exactly what the plain code gave: clipped statistics bit for bit, WCSCORR
-rows, header-only pair checks, the archive-geometry cache (hit and miss)."""
+rows, header-only pair checks, the archive-geometry cache (hit and miss), the
+blot stages, the final weights made in one pass, the final products written
+by two threads, working copies patched in their own bytes."""
 import os
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
+from drizzleflow.engine.errors import OutputError
 from drizzleflow.steps.chain import geometry, imagestats
 from drizzleflow.steps.chain.imagestats import _histogram, _median, _order_stats, clipped_stats
 from drizzleflow.steps.ingest import ingest_pairs
@@ -301,3 +304,137 @@ def test_band_writer_header_matches_astropy_extend(tmp_path):
     assert got.tostring() == reference.tostring()
     assert list(got)[:8] == ["SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BUNIT", "CRPIX1", "EXPTIME"]
     assert got["BITPIX"] == -32 and got["NAXIS"] == 2 and "EXTEND" not in got
+
+
+# ----------------------------------------------------------------- blot and final
+def test_blot_stages_keep_chip_order_and_pass_errors_on():
+    from drizzleflow.steps.chain.blot import _pipelined
+    chips = list(range(7))
+    seen = []
+
+    def written(c, b):
+        seen.append(c)
+        return c, b
+    out = _pipelined(chips, lambda c: c * 10, lambda c, pm: pm + c, written)
+    assert out == [(c, 11 * c) for c in chips] and seen == chips
+
+    def broken(c, b):
+        if c == 4:
+            raise OSError("disk full")
+        return c
+    with pytest.raises(OSError, match="disk full"):
+        _pipelined(chips, lambda c: c, lambda c, pm: pm, broken)
+    with pytest.raises(ValueError, match="no map"):
+        _pipelined(chips, lambda c: (_ for _ in ()).throw(ValueError("no map")) if c == 2 else c,
+                   lambda c, pm: pm, lambda c, b: c)
+
+
+@pytest.mark.parametrize("wht_type, wt_scl", [("EXP", "exptime"), ("EXP", "expsq"), ("EXP", 0.7),
+                                              ("IVM", "exptime"), ("IVM", 2.5)])
+def test_chip_weight_in_one_pass_equals_mask_times_value(wht_type, wt_scl):
+    from drizzleflow.steps.chain.drizzle_final import chip_weight
+    rng = np.random.default_rng(3)
+    good = (rng.random((40, 50)) > 0.3)[5:31, 7:43]     # a box of a chip: not contiguous
+    w = chip_weight(good, wht_type, wt_scl, 400.0, sky=31.5, rdnoise=5.2, rho=0.455)
+    ref = chip_weight(np.ascontiguousarray(good), wht_type, wt_scl, 400.0, sky=31.5, rdnoise=5.2, rho=0.455)
+    value = w[good][0]
+    assert w.dtype == np.float32 and w.flags.c_contiguous and w.shape == good.shape
+    assert np.array_equal(w, good.astype(np.float32) * value) and np.array_equal(w, ref)
+    assert value == np.float32(value) and value > 0
+
+
+def test_final_products_written_by_two_threads_are_the_plain_streams(tmp_path):
+    """The context plane goes to its file from a second thread while the sci and
+    wht rows are finished: the files must hold what one thread writes."""
+    from types import SimpleNamespace
+
+    from drizzleflow.steps.chain.drizzle_final import _ProductWriter
+    from drizzleflow.steps.drizzle.core import Drizzle
+    rng = np.random.default_rng(5)
+    shape = (700, 90)   # several 256-row blocks, the last one short
+    drz = Drizzle(shape, fillval=-1.0)
+    drz._acc[...] = rng.random(shape + (2,), dtype=np.float32)
+    drz._acc[::7, :, 1] = 0.0
+    drz._ctx[0] = rng.integers(0, 2 ** 31 - 1, shape, dtype=np.int32)
+    ctx_ref = drz._ctx[0].copy()
+    sci_ref, wht_ref, _ = drz.finish()
+    sci_ref, wht_ref = sci_ref.copy(), wht_ref.copy()
+    params = SimpleNamespace(root="t", context=True, units="cps")
+    out = _ProductWriter(tmp_path, params, shape, fits.Header({"OBJECT": "x"}), -1.0, 10.0)
+    out.write(drz)
+    paths = out.close()
+    assert np.array_equal(fits.getdata(paths["sci"]), sci_ref)
+    assert np.array_equal(fits.getdata(paths["wht"]), wht_ref)
+    assert np.array_equal(fits.getdata(paths["ctx"]), ctx_ref)
+    assert out.zero_weight == int((wht_ref <= 0).sum())
+
+
+# ----------------------------------------------------------------- working-copy patches
+def _mef(path, arrays, bzero=None):
+    hdus = [fits.PrimaryHDU()]
+    for k, a in enumerate(arrays, 1):
+        h = fits.ImageHDU(a, name="SCI", ver=k)
+        if bzero is not None:
+            h.scale(type="int16", bzero=bzero)
+        hdus.append(h)
+    fits.HDUList(hdus).writeto(path)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+def test_patched_copy_equals_astropys_rewrite(tmp_path, dtype):
+    from drizzleflow.steps.instruments.wfpc2.workcopy import patched_copy
+    rng = np.random.default_rng(7)
+    arrays = [rng.integers(0, 3000, (30, 20)).astype(dtype) for _ in range(3)]
+    src = tmp_path / "src.fits"
+    _mef(src, arrays)
+    before = src.read_bytes()
+
+    def change(a, k):
+        a[k, :] = 1234
+        a[:, k] = -5
+    dest = tmp_path / "patched.fits"
+    assert patched_copy(src, dest, lambda hdr, data: change(data, hdr["EXTVER"]))
+    ref = tmp_path / "astropy.fits"
+    with fits.open(src) as hdul:
+        for h in hdul[1:]:
+            d = h.data.copy()
+            change(d, h.header["EXTVER"])
+            h.data = d
+        hdul.writeto(ref)
+    assert dest.read_bytes() == ref.read_bytes() and src.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_patched_copy_declines_scaled_data_and_names_a_cut_file(tmp_path):
+    from drizzleflow.steps.instruments.wfpc2.workcopy import patched_copy
+    scaled = tmp_path / "scaled.fits"
+    _mef(scaled, [np.arange(600, dtype=np.float64).reshape(30, 20) * 100], bzero=32768)
+    assert not patched_copy(scaled, tmp_path / "x.fits", lambda hdr, data: None)
+    assert not (tmp_path / "x.fits").exists()
+    cut = tmp_path / "cut.fits"
+    _mef(cut, [np.zeros((300, 200), np.float32)])
+    cut.write_bytes(cut.read_bytes()[:-2880 * 30])
+    with pytest.raises(OutputError, match="cut.fits.*cut short"):
+        patched_copy(cut, tmp_path / "y.fits", lambda hdr, data: None)
+
+
+def test_write_dq_fast_path_keeps_int16_bits_and_falls_back_for_bzero(tmp_path):
+    from drizzleflow.steps.instruments.wfpc2.workcopy import WORK_MARK, write_dq
+    new = np.array([[0, 4096, 32768 + 8], [65535, 1, 0]], dtype=np.uint16)
+    for name, bzero in (("plain", None), ("bzero", 32768)):
+        p = tmp_path / f"{name}_c1m.fits"
+        _mef(p, [np.zeros((2, 3)), np.zeros((2, 3))], bzero=bzero)
+        if bzero is None:   # int16 pixels, as the archive's
+            with fits.open(p) as h:
+                for x in h[1:]:
+                    x.data = x.data.astype(np.int16)
+                h.writeto(p, overwrite=True)
+        fits.setval(p, WORK_MARK, value=True, ext=0)
+        write_dq(p, {2: new})
+        got = fits.getdata(p, 2)
+        assert np.array_equal(got.astype(np.int64) & 0xFFFF, new.astype(np.int64)), name
+        assert not fits.getdata(p, 1).any()
+        with pytest.raises(OutputError, match="no DQ extension for chip 5"):
+            write_dq(p, {5: new})
+        with pytest.raises(OutputError, match="has shape"):
+            write_dq(p, {1: new[:, :2]})

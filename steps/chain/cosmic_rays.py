@@ -16,7 +16,7 @@ from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
 from drizzleflow.steps.instruments.model import CR_BIT
 
-from drizzleflow.steps.instruments.wfpc2 import write_dq
+from drizzleflow.steps.instruments.wfpc2 import patched_copy, write_dq
 
 from .common import exposure_records, load_exposure, read_image, write_image
 from .crdetect import cr_mask
@@ -83,19 +83,33 @@ class CosmicRaysStep(Step):
                 clean = context.path("work", f"{exp.root}_c0m_crclean.fits")
                 dqs = {c.extver: c.dq for c in exp.chips}
 
+                def bad_and_blot(header):
+                    """(bad pixels, their blotted values in DN) of a SCI extension, or None."""
+                    ev = header.get("EXTVER", 1)
+                    if header.get("EXTNAME", "SCI") != "SCI" or ev not in crs:
+                        return None
+                    good, b, gain = crs[ev]
+                    bad = ~good | ((dqs[ev] & np.uint16(~CR_BIT & 0xFFFF)) != 0)
+                    return bad, (b[bad] / gain).astype(np.float32)
+
                 def replace(hdul):
                     for h in hdul[1:]:
-                        if h.header.get("EXTNAME", "SCI") != "SCI" or h.data is None:
-                            continue
-                        ev = h.header.get("EXTVER", 1)
-                        if ev not in crs:
-                            continue
-                        good, b, gain = crs[ev]
-                        bad = ~good | ((dqs[ev] & np.uint16(~CR_BIT & 0xFFFF)) != 0)
-                        d = np.array(h.data, dtype=np.float32)
-                        d[bad] = (b[bad] / gain).astype(np.float32)
-                        h.data = d
-                _copy_and_edit(exp.sci_path, clean, replace)
+                        found = None if h.data is None else bad_and_blot(h.header)
+                        if found is not None:
+                            d = np.array(h.data, dtype=np.float32)
+                            d[found[0]] = found[1]
+                            h.data = d
+
+                def patch(header, data):
+                    found = bad_and_blot(header)
+                    if found is not None:
+                        data[found[0]] = found[1]
+
+                # the working copy's own bytes with the bad pixels replaced; through astropy
+                # only where its SCI data are not plain float32
+                if not (all(int(c.header.get("BITPIX", -32)) == -32 for c in exp.chips)
+                        and patched_copy(exp.sci_path, clean, patch)):
+                    _copy_and_edit(exp.sci_path, clean, replace)
                 clean = context.rel(clean)
             return exp.root, masks, counts, clean
 

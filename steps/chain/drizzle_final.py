@@ -20,6 +20,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -72,16 +73,17 @@ def chip_weight(good, wht_type, wt_scl, exptime, sky=0.0, rdnoise=0.0, rho=1.0):
     inverse variance of the e-/s data after the ``rho**2`` intensity scaling
     (flat field taken as 1: no flat reference file is used).
     """
-    g = np.asarray(good, dtype=np.float32)
     if wht_type == "EXP":
-        return g * np.float32(exposure_weight(wt_scl, exptime))
-    if wht_type == "IVM":
+        f = exposure_weight(wt_scl, exptime)
+    elif wht_type == "IVM":
         var = DARK_RATE * exptime + max(sky, 0.0) + rdnoise ** 2
         f = exptime ** 2 / var / rho ** 4
         if wt_scl not in ("exptime", "expsq"):
             f *= float(wt_scl)
-        return g * np.float32(f)
-    raise ValueError(f"unsupported wht_type {wht_type}")
+    else:
+        raise ValueError(f"unsupported wht_type {wht_type}")
+    # one pass, straight from the mask (no float32 copy of it first): 0 or exactly f
+    return np.multiply(good, np.float32(f), dtype=np.float32)
 
 
 class DrizzleFinalStep(Step):
@@ -283,7 +285,10 @@ class DrizzleFinalStep(Step):
                     if spill is not None:
                         spill.flush()   # every chip on disk before a later band reads one
                         spill.complete = True
-                    out = _ProductWriter(context.outdir, params, frame.shape, prov.header(context), fill, prov.texp)
+                    # with a writer thread the product header (~30 ms of astropy cards) is built
+                    # there, at the first band's write, while this thread starts the next band
+                    header = partial(prov.header, context) if writer is not None else prov.header(context)
+                    out = _ProductWriter(context.outdir, params, frame.shape, header, fill, prov.texp)
                 if writer is not None:
                     written[slot] = writer.submit(out.write, driz)   # bands reach the files in order
                 else:
@@ -380,6 +385,8 @@ class _ProductWriter:
 
     def write(self, driz):
         p = self.params
+        if callable(self.header):   # built on first use (a writer thread's first band)
+            self.header = self.header()
         if driz.out_ctx is not None and driz.out_ctx.shape[0] > 1:
             sci, wht, ctx = _finish(driz, p, self.fill, self.texp)
             self.zero_weight += int((wht <= 0).sum())
@@ -392,12 +399,23 @@ class _ProductWriter:
                                       {"sci": -32, "wht": -32, "ctx": 32})
         # the band's accumulators are dropped after this: its context rows are
         # byte-swapped in place on their way to the file (the image blocks come
-        # big-endian out of the finishing pass)
+        # big-endian out of the finishing pass).  The context goes to its file from
+        # a second thread while this one finishes and writes the sci and wht rows:
+        # nothing else runs during a full run's band writes (0.07-0.13 s per band on M2)
         stats = FinishStats()
-        for sci, wht, ctx in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True,
-                                                big_endian=True, stats=stats):
-            self._writer.write(sci=sci, wht=wht, **({} if ctx is None else {"ctx": ctx}))
+        ctx = driz.out_ctx
+        with ThreadPoolExecutor(1, thread_name_prefix="drizzle-final-ctx") as side:
+            ctx_done = None if ctx is None else side.submit(self._write_plane, ctx[0])
+            for sci, wht, _ in driz.iter_finished(scale=self.texp if p.units == "counts" else 1.0, reuse=True,
+                                                  big_endian=True, stats=stats):
+                self._writer.write(sci=sci, wht=wht)
+            if ctx_done is not None:
+                ctx_done.result()
         self.zero_weight += stats.nzero
+
+    def _write_plane(self, plane, block=256):
+        for r0 in range(0, plane.shape[0], block):
+            self._writer.write(ctx=plane[r0:r0 + block])
 
     def close(self) -> dict:
         return self._writer.close() if self._writer is not None else self._paths
