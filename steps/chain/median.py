@@ -1,6 +1,7 @@
 """Median of the single drizzles: a cosmic-ray-free model of the sky
-(ALGORITHMS §1.6).  Works in row strips of the memory-mapped single images so
-memory stays bounded by one strip of each input plus the output.
+(ALGORITHMS §1.6).  Works in row strips read straight from the single images'
+files (each strip's rows of every single into one buffer) so memory stays
+bounded by the strips in flight plus the output.
 
 minmed takes its minimum only from the singles that sample a pixel fully at the
 finest input scale there (``min_coverage``, default ``minmed.MIN_COVERAGE``;
@@ -19,6 +20,8 @@ full-size output image is held (46 MB on the M2 grid).
 """
 from __future__ import annotations
 
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -26,7 +29,7 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from drizzleflow.engine.errors import StepError
+from drizzleflow.engine.errors import InputFileError, StepError
 from drizzleflow.engine.legacy import FloatPair, OptionalFloat
 from drizzleflow.engine.malloc import trim_heap
 from drizzleflow.engine.step import Params, Step
@@ -108,19 +111,36 @@ class MedianStep(Step):
         if params.combine_type in ("median", "imedian") and params.nlow + params.nhigh >= len(singles):
             context.log.warning("nlow + nhigh >= number of images: both are reduced per pixel")
         trim_heap()  # memory the previous step freed
-        sci_readers = [_RowReader(context.abs(s["sci"])) for s in singles]
-        wht_readers = [_RowReader(context.abs(s["wht"])) for s in singles]
-        ny, nx = sci_readers[0].shape
-        hdr = sci_readers[0].header.copy()
+        readers = []
+        try:
+            for kind in ("sci", "wht"):
+                readers.extend(_RowReader(context.abs(s[kind])) for s in singles)
+            self._combine(context, params, singles, readers)
+        finally:
+            for r in readers:
+                r.close()
+
+    def _combine(self, context, params, singles, readers):
+        n = len(singles)
+        ny, nx = readers[0].shape
+        for r in readers[1:]:
+            if r.shape != (ny, nx):
+                raise InputFileError(r.path, f"a single drizzle of {r.shape[1]} x {r.shape[0]} pixels beside "
+                                     f"{nx} x {ny} ones: rerun drizzle_separate")
+        hdr = readers[0].header.copy()
         pad = params.grow if params.combine_type in ("minmed", "iminmed") else 0
         wmeans = [s["wht_mean"] for s in singles]
 
         def strip(y0):
             y1 = min(ny, y0 + params.rows)
             a0, a1 = max(0, y0 - pad), min(ny, y1 + pad)
-            sci = np.stack([r.rows(a0, a1) for r in sci_readers])
-            wht = np.stack([r.rows(a0, a1) for r in wht_readers])
-            res = combine_strip(sci, wht, singles, params, wmeans)
+            # every single's rows read straight into one buffer, swapped to native order
+            # in place: no per-file array, no stacked copy (half the median's read time)
+            rows = np.empty((2 * n, a1 - a0, nx), dtype=">f4")
+            for r, out in zip(readers, rows):
+                r.read_into(a0, out)
+            rows = rows.byteswap(inplace=True).view(np.float32)
+            res = combine_strip(rows[:n], rows[n:], singles, params, wmeans)
             return res[y0 - a0:y0 - a0 + (y1 - y0)].copy()   # the strip alone, not its padded parent
 
         hdr["BUNIT"] = "ELECTRONS/S"
@@ -157,18 +177,36 @@ def _bounded_map(pool, fn, items, ahead):
 class _RowReader:
     """Rows of a simple float32 FITS image read straight from the file, so
     only the current strip is in memory (a memory map would leave every page
-    it touched resident)."""
+    it touched resident).  Reads at explicit offsets, so threads share it."""
 
     def __init__(self, path):
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            self.header = hdul[0].header.copy()
-            self.offset = hdul[0].fileinfo()["datLoc"]
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                self.header = hdul[0].header.copy()
+                self.offset = hdul[0].fileinfo()["datLoc"]
+        except (OSError, ValueError) as exc:
+            raise InputFileError(path, f"cannot read this single drizzle ({exc}); rerun drizzle_separate") from None
         if self.header.get("BITPIX") != -32 or self.header.get("NAXIS") != 2:
-            raise ValueError(f"{path}: expected a 2-D float32 image")
+            raise InputFileError(path, "expected a 2-D float32 image (a single drizzle)")
         self.path = path
         self.shape = (int(self.header["NAXIS2"]), int(self.header["NAXIS1"]))
+        self._file = open(path, "rb", buffering=0)
+        self._lock = threading.Lock()
 
-    def rows(self, y0, y1):
-        nx = self.shape[1]
-        a = np.fromfile(self.path, dtype=">f4", count=(y1 - y0) * nx, offset=self.offset + 4 * y0 * nx)
-        return a.reshape(y1 - y0, nx).astype(np.float32)
+    def read_into(self, y0, out):
+        """Rows ``y0 ...`` into ``out`` (C-contiguous big-endian float32 rows), as stored."""
+        want = out.nbytes
+        at = self.offset + 4 * y0 * self.shape[1]
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        if hasattr(os, "preadv"):
+            got = os.preadv(self._file.fileno(), [view], at)
+        else:   # no positioned read here (Windows): a lock keeps seek and read together
+            with self._lock:
+                self._file.seek(at)
+                got = self._file.readinto(view)
+        if got != want:
+            raise InputFileError(self.path, f"cut short: {got} of {want} bytes of rows {y0}.. read; "
+                                 "rerun drizzle_separate")
+
+    def close(self):
+        self._file.close()
