@@ -1,7 +1,7 @@
 """The fast paths added to cut the time outside the drizzle/median steps must
 give exactly what the plain code gave: clipped statistics bit for bit, WCSCORR
 rows, header-only pair checks, the archive-geometry cache (hit and miss), the
-blot stages, the final weights made in one pass, the final products written
+final weights made in one pass, the final products written
 by two threads, working copies patched in their own bytes, median strips
 read in place."""
 import os
@@ -307,29 +307,7 @@ def test_band_writer_header_matches_astropy_extend(tmp_path):
     assert got["BITPIX"] == -32 and got["NAXIS"] == 2 and "EXTEND" not in got
 
 
-# ----------------------------------------------------------------- blot and final
-def test_blot_stages_keep_chip_order_and_pass_errors_on():
-    from drizzleflow.steps.chain.blot import _pipelined
-    chips = list(range(7))
-    seen = []
-
-    def written(c, b):
-        seen.append(c)
-        return c, b
-    out = _pipelined(chips, lambda c: c * 10, lambda c, pm: pm + c, written)
-    assert out == [(c, 11 * c) for c in chips] and seen == chips
-
-    def broken(c, b):
-        if c == 4:
-            raise OSError("disk full")
-        return c
-    with pytest.raises(OSError, match="disk full"):
-        _pipelined(chips, lambda c: c, lambda c, pm: pm, broken)
-    with pytest.raises(ValueError, match="no map"):
-        _pipelined(chips, lambda c: (_ for _ in ()).throw(ValueError("no map")) if c == 2 else c,
-                   lambda c, pm: pm, lambda c, b: c)
-
-
+# ----------------------------------------------------------------- final drizzle
 @pytest.mark.parametrize("wht_type, wt_scl", [("EXP", "exptime"), ("EXP", "expsq"), ("EXP", 0.7),
                                               ("IVM", "exptime"), ("IVM", 2.5)])
 def test_chip_weight_in_one_pass_equals_mask_times_value(wht_type, wt_scl):
@@ -417,28 +395,6 @@ def test_patched_copy_declines_scaled_data_and_names_a_cut_file(tmp_path):
     cut.write_bytes(cut.read_bytes()[:-2880 * 30])
     with pytest.raises(OutputError, match="cut.fits.*cut short"):
         patched_copy(cut, tmp_path / "y.fits", lambda hdr, data: None)
-
-
-def test_write_dq_fast_path_keeps_int16_bits_and_falls_back_for_bzero(tmp_path):
-    from drizzleflow.steps.instruments.wfpc2.workcopy import WORK_MARK, write_dq
-    new = np.array([[0, 4096, 32768 + 8], [65535, 1, 0]], dtype=np.uint16)
-    for name, bzero in (("plain", None), ("bzero", 32768)):
-        p = tmp_path / f"{name}_c1m.fits"
-        _mef(p, [np.zeros((2, 3)), np.zeros((2, 3))], bzero=bzero)
-        if bzero is None:   # int16 pixels, as the archive's
-            with fits.open(p) as h:
-                for x in h[1:]:
-                    x.data = x.data.astype(np.int16)
-                h.writeto(p, overwrite=True)
-        fits.setval(p, WORK_MARK, value=True, ext=0)
-        write_dq(p, {2: new})
-        got = fits.getdata(p, 2)
-        assert np.array_equal(got.astype(np.int64) & 0xFFFF, new.astype(np.int64)), name
-        assert not fits.getdata(p, 1).any()
-        with pytest.raises(OutputError, match="no DQ extension for chip 5"):
-            write_dq(p, {5: new})
-        with pytest.raises(OutputError, match="has shape"):
-            write_dq(p, {1: new[:, :2]})
 
 
 # ----------------------------------------------------------------- median reads
