@@ -410,11 +410,18 @@ def _singles(tmp_path, n=3, shape=(150, 40)):
     return out
 
 
-@pytest.mark.parametrize("combine_type, preadv", [("minmed", True), ("median", True), ("minmed", False)])
+@pytest.mark.parametrize("combine_type, preadv", [("minmed", "yes"), ("median", "yes"), ("minmed", "no"),
+                                                   ("minmed", "short")])
 def test_median_strips_read_in_place_equal_a_whole_image_combination(tmp_path, monkeypatch, combine_type, preadv):
     from drizzleflow.engine.step import Context
-    if not preadv:   # as on Windows: seek and read under a lock
+    if preadv == "no":   # as on Windows: seek and read under a lock
         monkeypatch.delattr(os, "preadv", raising=False)
+    elif preadv == "short":   # reads that return less than asked, as the OS may
+        real = os.preadv
+
+        def short(fd, buffers, offset):
+            return real(fd, [buffers[0][:max(1, len(buffers[0]) // 3)]], offset)
+        monkeypatch.setattr(os, "preadv", short)
     from drizzleflow.steps.chain.median import MedianStep, combine_strip
     singles = _singles(tmp_path)
     params = MedianStep.Params(combine_type=combine_type, rows=16)

@@ -198,12 +198,17 @@ class _RowReader:
         want = out.nbytes
         at = self.offset + 4 * y0 * self.shape[1]
         view = memoryview(out.reshape(-1).view(np.uint8))
-        if hasattr(os, "preadv"):
-            got = os.preadv(self._file.fileno(), [view], at)
-        else:   # no positioned read here (Windows): a lock keeps seek and read together
-            with self._lock:
-                self._file.seek(at)
-                got = self._file.readinto(view)
+        got = 0
+        while got < want:   # a read may return less than asked (then: the rest, or 0 at the end)
+            if hasattr(os, "preadv"):
+                n = os.preadv(self._file.fileno(), [view[got:]], at + got)
+            else:   # no positioned read here (Windows): a lock keeps seek and read together
+                with self._lock:
+                    self._file.seek(at + got)
+                    n = self._file.readinto(view[got:])
+            if not n:
+                break
+            got += n
         if got != want:
             raise InputFileError(self.path, f"cut short: {got} of {want} bytes of rows {y0}.. read; "
                                  "rerun drizzle_separate")
