@@ -308,18 +308,20 @@ def test_band_writer_header_matches_astropy_extend(tmp_path):
 
 
 # ----------------------------------------------------------------- final drizzle
-@pytest.mark.parametrize("wht_type, wt_scl", [("EXP", "exptime"), ("EXP", "expsq"), ("EXP", 0.7),
-                                              ("IVM", "exptime"), ("IVM", 2.5)])
-def test_chip_weight_in_one_pass_equals_mask_times_value(wht_type, wt_scl):
+_IVM = 400.0 ** 2 / (0.005 * 400.0 + 31.5 + 5.2 ** 2) / 0.455 ** 4   # exptime²/variance/rho⁴
+
+
+@pytest.mark.parametrize("wht_type, wt_scl, value", [("EXP", "exptime", 400.0), ("EXP", "expsq", 160000.0),
+                                                     ("EXP", 0.7, 280.0), ("IVM", "exptime", _IVM),
+                                                     ("IVM", 2.5, 2.5 * _IVM)])
+def test_chip_weight_in_one_pass_equals_mask_times_value(wht_type, wt_scl, value):
     from drizzleflow.steps.chain.drizzle_final import chip_weight
     rng = np.random.default_rng(3)
     good = (rng.random((40, 50)) > 0.3)[5:31, 7:43]     # a box of a chip: not contiguous
     w = chip_weight(good, wht_type, wt_scl, 400.0, sky=31.5, rdnoise=5.2, rho=0.455)
     ref = chip_weight(np.ascontiguousarray(good), wht_type, wt_scl, 400.0, sky=31.5, rdnoise=5.2, rho=0.455)
-    value = w[good][0]
     assert w.dtype == np.float32 and w.flags.c_contiguous and w.shape == good.shape
-    assert np.array_equal(w, good.astype(np.float32) * value) and np.array_equal(w, ref)
-    assert value == np.float32(value) and value > 0
+    assert np.array_equal(w, good.astype(np.float32) * np.float32(value)) and np.array_equal(w, ref)
 
 
 def test_final_products_written_by_two_threads_are_the_plain_streams(tmp_path):

@@ -22,7 +22,6 @@ made, so their identities and the keys change with them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 
 from drizzleflow.engine.atomic import temp_dir, write_text
 from drizzleflow.engine.manifest import file_identity
+from drizzleflow.engine.recipe import sha256_of
 from drizzleflow.steps.drizzle.pixmap import WindowedMap
 
 from .chip_feed import ChipSpill, ExposureInfo, SpilledChip
@@ -110,10 +110,6 @@ def _size(path) -> int:
         return -1
 
 
-def _digest(doc) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def inputs_keys(context, params, recs, static_masks: dict, crmasks: dict) -> tuple[str, str]:
     """``(data key, grid key)``: digests of what the kept pixels depend on (the
     files read, the sky values, the good-pixel parameters) and of what the maps
@@ -122,14 +118,14 @@ def inputs_keys(context, params, recs, static_masks: dict, crmasks: dict) -> tup
     files = [[r.get("root", ""), _identity(context.abs(r["sci"])), _identity(context.abs(r["dq"]))] for r in recs]
     statics = {sig: _identity(context.abs(p)) for sig, p in sorted(static_masks.items()) if p}
     crs = {root: [_identity(context.abs(p)) for p in paths] for root, paths in sorted(crmasks.items()) if paths}
-    data = _digest({"format": FORMAT, "software": getattr(engine, "__version__", ""), "files": files,
+    data = sha256_of({"format": FORMAT, "software": getattr(engine, "__version__", ""), "files": files,
                     "static": statics, "cr": crs, "sky": context.get("sky", {}) or {},
                     "params": {k: getattr(params, k) for k in DATA_PARAMS}})
     ref = []
     if params.wcs and params.refimage:
         p = Path(params.refimage)
         ref = _identity(p if p.is_absolute() else Path.cwd() / p)
-    grid = _digest({"data": data, "refimage": ref, "params": {k: getattr(params, k) for k in GRID_PARAMS}})
+    grid = sha256_of({"data": data, "refimage": ref, "params": {k: getattr(params, k) for k in GRID_PARAMS}})
     return data, grid
 
 

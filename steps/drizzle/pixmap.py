@@ -183,14 +183,13 @@ def _along_x(G, first, W):
     return out
 
 
-def _along_y(H, first, W, out=None):
+def _along_y(H, first, W):
     """Interpolate the columns of H (ngy, nx) to the y targets: (ny, nx).
 
     Targets sharing the same stencil are done as one small (rows x npts) @
-    (npts x nx) product, which stays in cache.  ``out``: where to write.
+    (npts x nx) product, which stays in cache.
     """
-    if out is None:
-        out = np.empty((len(first), H.shape[1]))
+    out = np.empty((len(first), H.shape[1]))
     npts = W.shape[1]
     starts = np.flatnonzero(np.diff(first, prepend=first[0] - 1))
     stops = np.append(starts[1:], len(first))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from drizzleflow.engine.atomic import atomic_path
+from drizzleflow.engine.atomic import atomic_path, write_bytes
 from drizzleflow.engine.errors import OutputError
 from drizzleflow.steps.wcs_tools import altwcs, wcscorr
 
@@ -89,8 +89,7 @@ def patched_copy(src, dest, edit) -> bool:
                                              offset=offset).reshape(shape)))
     for hdr, data in views:
         edit(hdr, data)
-    with atomic_path(dest) as tmp:
-        Path(tmp).write_bytes(raw)
+    write_bytes(dest, raw)
     return True
 
 
