@@ -20,12 +20,13 @@ time and peak RSS of that process):
    and that command once more, every step cached: the floor under any rerun.
 
 Prints wall time, peak RSS, CPU time (user + system), the ratios, and a pixel
-comparison of the two final images where both have weight.  ``--repeat N`` makes N rounds in all
-of drizzleflow's runs followed by AstroDrizzle's (fresh folders each round) and
-prints every round's ratios and their range: on a shared machine a pair run
-back to back is the unit of comparison.  AstroDrizzle's WFPC2 output is
-e-/s divided by the gain of the last chip drizzled (WF4); it is multiplied
-back for the comparison and this is said in the output.
+comparison of the two final images where both have weight.  ``--repeat N``
+makes N rounds in all of drizzleflow's runs followed by AstroDrizzle's (fresh
+folders each round) and prints every round's ratios and their range: on a
+shared machine a pair run back to back is the unit of comparison.
+AstroDrizzle's WFPC2 output is e-/s divided by the gain of the last chip
+drizzled (WF4); it is multiplied back for the comparison and this is said in
+the output.
 """
 from __future__ import annotations
 
@@ -254,7 +255,7 @@ def main(argv=None):
     print(f"drizzleflow tutorial recipe: {first['ours_s']:7.2f} s wall, {first['ours_mib']:7.1f} MiB peak RSS, "
           f"{first['ours_cpu_s']:.2f} CPU-s")
     print(f"drizzleflow rerun, only drizzle_final.pixfrac changed: {first['rerun_s']:7.2f} s wall, "
-          f"{first['rerun_mib']:7.1f} MiB")
+          f"{first['rerun_mib']:7.1f} MiB, {first['rerun_cpu_s']:.2f} CPU-s")
     print(f"drizzleflow run with every step cached (floor of any rerun): {first['cached_s']:7.2f} s wall")
     # restore the pixfrac=1.0 products for the comparison (from the cache)
     timed([DRIZZLEFLOW, "run", recipe, "--output", wd / "ours"], wd / "ours_restore.log")
