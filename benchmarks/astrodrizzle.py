@@ -51,7 +51,11 @@ DRIZZLEFLOW = Path(sys.executable).with_name("drizzleflow")
 
 
 def timed(cmd, log, env=None, cwd=None):
-    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, peak RSS MiB).
+    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, peak RSS MiB,
+    CPU seconds).  CPU is user + system, children included, as ``/usr/bin/time``
+    counts them: the wall-clock ratio is the target, the CPU ratio beside it
+    shows how much of it is work done and how much the use of the second core,
+    and drifts less with the shared machine's load.
 
     The files the previous command wrote are flushed first (``sync``): Linux
     writes dirty pages back ~30 s after they were written, which would land in
@@ -69,16 +73,8 @@ def timed(cmd, log, env=None, cwd=None):
     parts = [float(p) for p in wall.split(":")]
     secs = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) > 2 else 0)
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
-    return secs, rss
-
-
-def cpu_seconds(log) -> float:
-    """User + system CPU seconds of the command ``timed`` logged (children included,
-    as ``/usr/bin/time`` counts them).  The wall-clock ratio is the target; the CPU
-    ratio beside it shows how much of it is work done and how much the use of the
-    second core, and drifts less with the shared machine's load."""
-    text = Path(log).read_text()
-    return sum(float(re.search(rf"{kind} time \(seconds\): (\S+)", text).group(1)) for kind in ("User", "System"))
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): (\S+)", text).group(1)) for kind in ("User", "System"))
+    return secs, rss, cpu
 
 
 def write_recipe(path, data_dir, uref, outname):
@@ -198,23 +194,22 @@ def per_chip(s1, s2, both, ctx, nchips=4, names=("PC1", "WF2", "WF3", "WF4")):
 def run_ours(recipe, out, log_dir, rerun_pixfrac, tag=""):
     """drizzleflow's full run into ``out``, the pixfrac-only rerun, and that rerun
     again with every step cached; returns their wall times and peak RSS."""
-    t_ours, m_ours = timed([DRIZZLEFLOW, "run", recipe, "--output", out], log_dir / f"ours{tag}.log")
+    t_ours, m_ours, c_ours = timed([DRIZZLEFLOW, "run", recipe, "--output", out], log_dir / f"ours{tag}.log")
     rerun = [DRIZZLEFLOW, "run", recipe, "--output", out, f"drizzle_final.pixfrac={rerun_pixfrac}"]
-    t_rerun, m_rerun = timed(rerun, log_dir / f"ours_rerun{tag}.log")
+    t_rerun, m_rerun, c_rerun = timed(rerun, log_dir / f"ours_rerun{tag}.log")
     # the same command again: every step cached, so this is what any rerun costs before
     # its first step runs (interpreter, imports, recipe, cache checks)
-    t_cached, _ = timed(rerun, log_dir / f"ours_cached{tag}.log")
+    t_cached, _, _ = timed(rerun, log_dir / f"ours_cached{tag}.log")
     return {"ours_s": t_ours, "ours_mib": m_ours, "rerun_s": t_rerun, "rerun_mib": m_rerun, "cached_s": t_cached,
-            "ours_cpu_s": cpu_seconds(log_dir / f"ours{tag}.log"),
-            "rerun_cpu_s": cpu_seconds(log_dir / f"ours_rerun{tag}.log")}
+            "ours_cpu_s": c_ours, "rerun_cpu_s": c_rerun}
 
 
 def run_ad(benchpython, work_dir, ad_dir, wd, tag=""):
     """AstroDrizzle on copies of our working files, on our output grid."""
     prepare_ad_inputs(work_dir, ad_dir)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    t_ad, m_ad = timed([benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / f"ad{tag}.log", env=env)
-    return {"ad_s": t_ad, "ad_mib": m_ad, "ad_cpu_s": cpu_seconds(wd / f"ad{tag}.log")}
+    t_ad, m_ad, c_ad = timed([benchpython, wd / "run_ad.py", wd / "grid.json", ad_dir], wd / f"ad{tag}.log", env=env)
+    return {"ad_s": t_ad, "ad_mib": m_ad, "ad_cpu_s": c_ad}
 
 
 def ratios(r) -> dict:

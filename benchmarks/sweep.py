@@ -65,9 +65,9 @@ def main(argv=None):
         write_recipe(tutorial, data, data / "uref", wd / "tutorial_out")
         write_sweep(sweep, tutorial, wd / "sweep_out", a.parallel)
 
-    t_tut, m_tut = timed([DRIZZLEFLOW, "run", tutorial, "--output", wd / "tutorial_out", "-q"], wd / "tutorial.log")
+    t_tut, m_tut, _ = timed([DRIZZLEFLOW, "run", tutorial, "--output", wd / "tutorial_out", "-q"], wd / "tutorial.log")
     print(f"tutorial recipe:        {t_tut:7.2f} s wall, {m_tut:7.1f} MiB peak RSS")
-    t_sw, m_sw = timed([DRIZZLEFLOW, "run", sweep, "--output", wd / "sweep_out", "-q"], wd / "sweep.log")
+    t_sw, m_sw, _ = timed([DRIZZLEFLOW, "run", sweep, "--output", wd / "sweep_out", "-q"], wd / "sweep.log")
     print(f"seven-point sweep:      {t_sw:7.2f} s wall, {m_sw:7.1f} MiB peak RSS (largest process)")
     print(f"sweep / tutorial:       {t_sw / t_tut:7.2f}x (target <= 2)")
     points = []

@@ -192,6 +192,7 @@ class _RowReader:
         self.shape = (int(self.header["NAXIS2"]), int(self.header["NAXIS1"]))
         self._file = open(path, "rb", buffering=0)
         self._lock = threading.Lock()
+        self._pread = getattr(os, "preadv", None)   # none on Windows: seek and read under the lock
 
     def read_into(self, y0, out):
         """Rows ``y0 ...`` into ``out`` (C-contiguous big-endian float32 rows), as stored."""
@@ -200,9 +201,9 @@ class _RowReader:
         view = memoryview(out.reshape(-1).view(np.uint8))
         got = 0
         while got < want:   # a read may return less than asked (then: the rest, or 0 at the end)
-            if hasattr(os, "preadv"):
-                n = os.preadv(self._file.fileno(), [view[got:]], at + got)
-            else:   # no positioned read here (Windows): a lock keeps seek and read together
+            if self._pread is not None:
+                n = self._pread(self._file.fileno(), [view[got:]], at + got)
+            else:   # a lock keeps seek and read together
                 with self._lock:
                     self._file.seek(at + got)
                     n = self._file.readinto(view[got:])
