@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from drizzleflow.engine.atomic import atomic_path
+from drizzleflow.engine.directio import DirectWriter
 
 __all__ = ["bands", "drop_reach", "ALIGN", "BandWriter"]
 
@@ -69,20 +70,28 @@ def _primary_header(bitpix, shape, extra) -> fits.Header:
 
 class BandWriter:
     """Stream 2-D images band by band into their files (temporary names,
-    renamed when all bands are written; removed on error)."""
+    renamed when all bands are written; removed on error).
 
-    def __init__(self, paths: dict, headers: dict, shape, bitpix: dict):
+    The bytes are those astropy's ``StreamingHDU`` writes (header, data,
+    zero padding to the FITS block).  ``direct=True`` writes them around the
+    page cache, for products the run does not read back
+    (:mod:`drizzleflow.engine.directio` says why and when)."""
+
+    def __init__(self, paths: dict, headers: dict, shape, bitpix: dict, direct: bool = False):
         self._stack = contextlib.ExitStack()
         self.paths = {k: Path(p) for k, p in paths.items()}
-        self._hdus = {}
+        self._files = {}
         self._dtype = {k: (np.int32 if bitpix.get(k, -32) == 32 else np.float32) for k in self.paths}
+        self._left = {}
         try:
             for k, p in self.paths.items():
                 tmp = self._stack.enter_context(atomic_path(p))
                 h = _primary_header(bitpix.get(k, -32), shape, headers[k])
-                self._hdus[k] = fits.StreamingHDU(str(tmp), h)
+                f = self._files[k] = DirectWriter(tmp, direct=direct)
+                f.write(h.tostring(sep="", endcard=True, padding=True).encode("ascii"))
+                self._left[k] = int(shape[0]) * int(shape[1]) * np.dtype(self._dtype[k]).itemsize
         except BaseException:
-            self._stack.close()
+            self.abort()
             raise
 
     def write(self, **arrays):
@@ -101,18 +110,25 @@ class BandWriter:
                 a = a.byteswap(inplace=True).view(big)
             else:
                 a = np.ascontiguousarray(a, dtype=big)
-            self._hdus[k].write(a)
+            if a.nbytes > self._left[k]:
+                raise OSError(f"{self.paths[k]}: more rows written than the image has")
+            self._files[k].write(a)
+            self._left[k] -= a.nbytes
 
     def close(self):
-        for h in self._hdus.values():
-            h.close()
+        for k, f in self._files.items():
+            if self._left[k]:
+                raise OSError(f"{self.paths[k]}: {self._left[k]} bytes of the image were never written")
+            f.write(bytes((-f.size) % 2880))   # zeros up to the FITS block
+            f.close()
         self._stack.close()
         return self.paths
 
     def abort(self):
         """Drop the partial files (call from an ``except``)."""
-        for h in self._hdus.values():
+        for f in self._files.values():
             with contextlib.suppress(Exception):
-                h.close()
+                f.abort()
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+

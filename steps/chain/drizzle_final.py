@@ -398,8 +398,9 @@ class _ProductWriter:
         if self._writer is None:
             kinds = ("sci", "wht", "ctx") if p.context else ("sci", "wht")
             names = {k: self.outdir / f"{p.root}_drz_{k}.fits" for k in kinds}
+            # around the page cache: nothing in the run reads the products again
             self._writer = BandWriter(names, {k: _kind_header(self.header, k) for k in names}, self.shape,
-                                      {"sci": -32, "wht": -32, "ctx": 32})
+                                      {"sci": -32, "wht": -32, "ctx": 32}, direct=True)
         # the band's accumulators are dropped after this: its context rows are
         # byte-swapped in place on their way to the file (the image blocks come
         # big-endian out of the finishing pass).  The context goes to its file from
