@@ -141,12 +141,10 @@ class DirectWriter:
         try:
             n = self._fill
             if n:
-                if self.direct:
-                    padded = _round_up(n)
-                    self._buf[n:padded] = bytes(padded - n)
-                    n = padded
-                self._put(n)
-                if self.direct:
+                padded = _round_up(n) if self.direct else n
+                self._buf[n:padded] = bytes(padded - n)
+                self._put(padded)
+                if padded != n:   # (also when the device refused it and it went out buffered)
                     os.ftruncate(self._fd, self.size)
         finally:
             self.abort()
@@ -159,12 +157,3 @@ class DirectWriter:
         self._fd = -1
         self._buf.release()
         _give_buffer(self._map)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

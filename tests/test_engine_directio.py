@@ -52,7 +52,7 @@ def test_a_device_refusing_the_alignment_falls_back_to_buffered_io(tmp_path, mon
         return real_write(fd, view)
 
     rng = np.random.default_rng(3)
-    data, parts = _pieces(rng, 3 * 8192 + 5)
+    data, parts = _pieces(rng, 3 * 8192 + 5)   # the refusal comes with the first full chunk
     w = DirectWriter(tmp_path / "c.bin", chunk=8192)
     if not w.direct:
         w.abort()
@@ -63,6 +63,31 @@ def test_a_device_refusing_the_alignment_falls_back_to_buffered_io(tmp_path, mon
     w.close()
     assert refused and not w.direct
     assert (tmp_path / "c.bin").read_bytes() == data.tobytes()
+
+
+def test_a_refusal_of_the_padded_last_block_leaves_no_padding(tmp_path, monkeypatch):
+    """The last partial block goes out zero-padded; refused and written buffered, the
+    padding is still cut off."""
+    real_write = os.write
+    refused = []
+
+    def write(fd, view):
+        if not refused:
+            refused.append(len(view))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, view)
+
+    w = DirectWriter(tmp_path / "f.bin", chunk=8192)
+    if not w.direct:
+        w.abort()
+        pytest.skip("this file system has no O_DIRECT")
+    data = np.arange(5000, dtype=np.uint16).view(np.uint8)[:9999]   # one chunk and a bit
+    w.write(data[:8192])   # written directly
+    monkeypatch.setattr(directio.os, "write", write)
+    w.write(data[8192:])   # stays in the buffer until close
+    w.close()
+    assert refused == [4096] and not w.direct
+    assert (tmp_path / "f.bin").read_bytes() == data.tobytes()
 
 
 def test_a_write_error_reaches_the_caller(tmp_path, monkeypatch):
