@@ -2,23 +2,23 @@
 
 A buffered write copies every byte into page-cache pages that the kernel
 takes from free memory.  On a virtual machine that hands free memory back
-to its host (balloon free-page reporting, as on the 2-core Firecracker
+to its host (balloon free-page reporting, as on the 2-core virtual
 machines we benchmark on) each such page first costs a fault in the host:
 writing 528 MB into a new file took 1.5-1.7 s of system time there, and
 0.03 CPU-s (0.45 s of waiting on the device) with ``O_DIRECT``, which sends
 the data from our own, already mapped, buffer to the device.
 
 The final drizzle's products (138 MB on M2) are written this way: nothing in
-the run reads them again.  A pixfrac-only rerun took 1.39 instead of 1.50 s
-(eight interleaved runs each, 2.02 against 2.35 CPU-s).  Files that a later
+the run reads them again.  A pixfrac-only rerun took 1.38 instead of 1.52 s
+(six interleaved pairs, 2.00 against 2.40 CPU-s).  Files that a later
 step reads at once -- the single drizzles, the median -- stay in the page
 cache: written directly they must be read back from the device, and the
 median then waited on it (0.64 against 0.38 s) for as much as the separate
 drizzle saved, or more, depending on the machine's state.
 
 Where ``O_DIRECT`` does not exist (macOS, Windows), the file system refuses
-it (tmpfs) or ``DRIZZLEFLOW_DIRECT_IO=0`` is set, the same bytes are written
-through the page cache.
+it (tmpfs), the device rejects the alignment or ``DRIZZLEFLOW_DIRECT_IO=0``
+is set, the same bytes are written through the page cache.
 """
 from __future__ import annotations
 

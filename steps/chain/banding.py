@@ -131,4 +131,3 @@ class BandWriter:
                 f.abort()
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
