@@ -6,15 +6,18 @@ to its host (balloon free-page reporting, as on the 2-core virtual
 machines we benchmark on) each such page first costs a fault in the host:
 writing 528 MB into a new file took 1.5-1.7 s of system time there, and
 0.03 CPU-s (0.45 s of waiting on the device) with ``O_DIRECT``, which sends
-the data from our own, already mapped, buffer to the device.
+the data from our own, already mapped, buffer to the device (a throwaway
+script's measurements, not a committed command's).
 
 The final drizzle's products (138 MB on M2) are written this way: nothing in
 the run reads them again.  A pixfrac-only rerun took 1.38 instead of 1.52 s
-(six interleaved pairs, 2.00 against 2.40 CPU-s).  Files that a later
-step reads at once -- the single drizzles, the median -- stay in the page
-cache: written directly they must be read back from the device, and the
-median then waited on it (0.64 against 0.38 s) for as much as the separate
-drizzle saved, or more, depending on the machine's state.
+(2.00 against 2.40 CPU-s: ``drizzleflow run`` with and without
+``DRIZZLEFLOW_DIRECT_IO=0``, six pairs interleaved by hand).  Files that a
+later step reads at once -- the single drizzles, the median -- stay in the
+page cache: written directly (a variant measured by hand and not kept) they
+must be read back from the device, and the median then waited on it (0.64
+against 0.38 s) for as much as the separate drizzle saved, or more,
+depending on the machine's state.
 
 Where ``O_DIRECT`` does not exist (macOS, Windows), the file system refuses
 it (tmpfs), the device rejects the alignment or ``DRIZZLEFLOW_DIRECT_IO=0``
@@ -92,36 +95,48 @@ class DirectWriter:
     """A new file written front to back: bytes are gathered in an aligned
     buffer and written a whole buffer at a time; :meth:`close` writes the
     last, partial block zero-padded and cuts the file back to the bytes given.
-    ``direct=False`` writes the same way through the page cache.
+    ``direct=False`` (or no ``O_DIRECT`` here) writes the caller's bytes as they
+    come, through the page cache: the buffer only serves the alignment.
 
     The writes are made by the calling thread.  Handing full buffers to a
-    helper thread was no faster on M2 (5.45 against 5.27 s, four runs each)
-    and the later steps peaked higher with those threads' heaps."""
+    helper thread was no faster on M2 and the later steps peaked higher with
+    those threads' heaps (a variant measured by hand and not kept: 5.45
+    against 5.27 s, four runs each)."""
 
     def __init__(self, path, chunk: int = CHUNK, direct: bool = True):
         self.path = os.fspath(path)
         self._fd, self.direct = _open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
                                       direct=direct)
-        self._map = _take_buffer(_round_up(chunk))
-        self._buf = memoryview(self._map)
+        # the aligned buffer only where the writes must be aligned
+        self._map = _take_buffer(_round_up(chunk)) if self.direct else None
+        self._buf = memoryview(self._map) if self.direct else None
         self._fill = 0
         self.size = 0
 
     def write(self, data) -> None:
         """Append the bytes of ``data`` (any C-contiguous buffer)."""
         src = memoryview(data).cast("B")
+        self.size += len(src)
+        if not self.direct:   # no alignment to keep: straight from the caller's buffer
+            if self._fill:
+                self._put(self._fill)
+            self._write_all(src)
+            return
         cap = len(self._buf)
         while len(src):
             n = min(len(src), cap - self._fill)
             self._buf[self._fill:self._fill + n] = src[:n]
             self._fill += n
-            self.size += n
             src = src[n:]
             if self._fill == cap:
                 self._put(cap)
 
     def _put(self, n: int) -> None:
-        view = self._buf[:n]
+        """Write the first ``n`` bytes of the buffer and empty it."""
+        self._write_all(self._buf[:n])
+        self._fill = 0
+
+    def _write_all(self, view) -> None:
         while len(view):
             try:
                 done = os.write(self._fd, view)
@@ -132,7 +147,6 @@ class DirectWriter:
                 self.direct = False
                 continue
             view = view[done:]
-        self._fill = 0
 
     def close(self) -> None:
         """Write what is left and close; the file then holds exactly :attr:`size` bytes."""
@@ -155,5 +169,6 @@ class DirectWriter:
             return
         os.close(self._fd)
         self._fd = -1
-        self._buf.release()
-        _give_buffer(self._map)
+        if self._map is not None:
+            self._buf.release()
+            _give_buffer(self._map)

@@ -124,7 +124,7 @@ class ChipSpill:
         The data are mapped, not read: the pages the band's box touches are the
         page cache's own, where reading copied each chip once per band (126 MB in a
         pixfrac-only M2 rerun; mapped, the rerun took 1.21 instead of 1.25 s, twelve
-        interleaved runs each).  The files are written whole (their sizes are checked
+        runs each interleaved by hand with a temporary switch, not a committed command).  The files are written whole (their sizes are checked
         when kept inputs are taken up) and never rewritten in place -- kept inputs are
         replaced as a folder -- so a mapped file does not shrink under its reader."""
         shape = self.meta[uid][2].shape
