@@ -19,8 +19,10 @@ time and peak RSS of that process):
 4. drizzleflow again with only ``drizzle_final.pixfrac`` changed (cache),
    and that command once more, every step cached: the floor under any rerun.
 
-Prints wall time, peak RSS, CPU time (user + system), the ratios, and a pixel
-comparison of the two final images where both have weight.  ``--repeat N``
+Prints wall time, peak RSS, CPU time (user + system), the ratios, the time per
+step beside the timing table AstroDrizzle writes at the end of its trailer file
+(and what each spent outside its steps: interpreter, imports, checks), and a
+pixel comparison of the two final images where both have weight.  ``--repeat N``
 makes N rounds in all of drizzleflow's runs followed by AstroDrizzle's (fresh
 folders each round) and prints every round's ratios and their range: on a
 shared machine a pair run back to back is the unit of comparison.
@@ -212,6 +214,62 @@ def run_ad(benchpython, work_dir, ad_dir, wd, tag=""):
     return {"ad_s": t_ad, "ad_mib": m_ad, "ad_cpu_s": c_ad}
 
 
+#: AstroDrizzle's steps (as its trailer file's timing table names them) and ours, in chain order.
+#: AstroDrizzle's Initialization reads copies already in the new format; our ingest converts
+#: the archive files (updatewcs), so that row does not compare like with like.
+STEP_PAIRS = (("Initialization", "ingest"), ("Static Mask", "static_mask"), ("Subtract Sky", "sky"),
+              ("Separate Drizzle", "drizzle_separate"), ("Create Median", "median"), ("Blot", "blot"),
+              ("Driz_CR", "cosmic_rays"), ("Final Drizzle", "drizzle_final"))
+
+_AD_TIMING = re.compile(r"^(?:\[INFO\s*\]\s*)?(\S.*?)\s+([0-9]+(?:\.[0-9]*)?) sec\s*$")
+_OUR_SUMMARY = re.compile(r"^(\w+)\s+\w+\s+ran\s+([0-9]+(?:\.[0-9]*)?)\s*$")
+
+
+def ad_step_seconds(trailer) -> dict:
+    """Seconds per step from the timing table at the end of AstroDrizzle's trailer
+    (``astrodrizzle.log``): ``{"Static Mask": 0.40, ..., "Total": 22.3}``."""
+    out, table = {}, False
+    for line in Path(trailer).read_text(errors="replace").splitlines():
+        if "Elapsed time" in line:
+            table, out = True, {}   # the last table in the file counts
+            continue
+        m = _AD_TIMING.match(line.strip()) if table else None
+        if m:
+            out[m.group(1).strip()] = float(m.group(2))
+    return out
+
+
+def our_step_seconds(run_log) -> dict:
+    """Seconds per step that ran, from the summary table ``drizzleflow run`` prints
+    (the run's own log: the manifest is rewritten by the reruns that follow)."""
+    out = {}
+    for line in Path(run_log).read_text(errors="replace").splitlines():
+        m = _OUR_SUMMARY.match(line.strip())
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def step_rows(ad, ours, ad_wall, ours_wall) -> list:
+    """``(label, AstroDrizzle s, ours s)`` per step, then what each process spent
+    outside its steps (interpreter, imports, checks, writing logs): wall minus the
+    steps' sum.  ``None`` where a side did not report the step."""
+    rows = [(f"{a} / {o}", ad.get(a), ours.get(o)) for a, o in STEP_PAIRS]
+    ad_sum = sum(v for _, v, _ in rows if v is not None)
+    our_sum = sum(v for *_, v in rows if v is not None)
+    rows.append(("outside the steps", ad_wall - ad_sum if ad else None, ours_wall - our_sum if ours else None))
+    return rows
+
+
+def print_step_rows(rows):
+    print(f"  {'step (AstroDrizzle / drizzleflow)':<36} {'AstroDrizzle':>12} {'drizzleflow':>12} {'ratio':>7}")
+    for label, a, o in rows:
+        fa = f"{a:10.2f} s" if a is not None else f"{'-':>12}"
+        fo = f"{o:10.2f} s" if o is not None else f"{'-':>12}"
+        fr = f"{a / o:6.1f}x" if a is not None and o else f"{'-':>7}"
+        print(f"  {label:<36} {fa} {fo} {fr}")
+
+
 def ratios(r) -> dict:
     return {"speed": r["ad_s"] / r["ours_s"], "memory": r["ours_mib"] / r["ad_mib"],
             "rerun": r["ad_s"] / r["rerun_s"], "cached": r["ad_s"] / r["cached_s"],
@@ -265,6 +323,10 @@ def main(argv=None):
         print(f"AstroDrizzle (num_cores=1):  {first['ad_s']:7.2f} s wall, {first['ad_mib']:7.1f} MiB peak RSS, "
               f"{first['ad_cpu_s']:.2f} CPU-s")
         print_ratios(ratios(first))
+        rows = step_rows(ad_step_seconds(ad_dir / "astrodrizzle.log"), our_step_seconds(wd / "ours.log"),
+                         first["ad_s"], first["ours_s"])
+        print("time per step (first round; wall times, the ratio AstroDrizzle / drizzleflow):")
+        print_step_rows(rows)
         gain_last = float(fits.getval(ad_dir / sorted(p.name for p in ad_dir.glob("*_c0m.fits"))[-1], "ATODGAIN", 0))
         from drizzleflow.steps.instruments.wfpc2 import detector_gain
         g_wf4 = detector_gain(gain_last, 4)[0]
@@ -276,7 +338,8 @@ def main(argv=None):
         print("  where one detector alone contributed (sky_offset: ours - AstroDrizzle x gain, e-/s):")
         for chip, v in cmp["per_chip"].items():
             print(f"    {chip}: " + ", ".join(f"{k} {x}" for k, x in v.items()))
-        result.update({"ad_s": first["ad_s"], "ad_mib": first["ad_mib"], "ad_cpu_s": first["ad_cpu_s"], "compare": cmp})
+        result.update({"ad_s": first["ad_s"], "ad_mib": first["ad_mib"], "ad_cpu_s": first["ad_cpu_s"], "compare": cmp,
+                       "steps": [{"step": label, "ad_s": a, "ours_s": o} for label, a, o in rows]})
         rounds = [first]
         for k in range(2, a.repeat + 1):
             # fresh folders each round, the last round's removed first (1.5 GB on M2); a
