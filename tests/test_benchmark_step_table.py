@@ -46,6 +46,10 @@ def test_ad_trailer_table(tmp_path):
     assert got["Total"] == pytest.approx(22.3156)
     assert "sky took" not in " ".join(got)
     assert all(a in got for a, _ in bench.STEP_PAIRS)
+    # no trailer, or one without the table (a run that stopped early): nothing, no error
+    assert bench.ad_step_seconds(tmp_path / "missing.log") == {}
+    p.write_text(AD_TRAILER.split("Elapsed time")[0])
+    assert bench.ad_step_seconds(p) == {}
 
 
 def test_our_summary_from_the_real_formatter(tmp_path):
