@@ -229,10 +229,10 @@ def ad_step_seconds(trailer) -> dict:
     """Seconds per step from the timing table at the end of AstroDrizzle's trailer
     (``astrodrizzle.log``): ``{"Static Mask": 0.40, ..., "Total": 22.3}``; empty
     when there is no trailer or no table (the per-step rows then show dashes)."""
-    out, table = {}, False
-    if not Path(trailer).is_file():
+    out, table, trailer = {}, False, Path(trailer)
+    if not trailer.is_file():
         return out
-    for line in Path(trailer).read_text(errors="replace").splitlines():
+    for line in trailer.read_text(errors="replace").splitlines():
         if "Elapsed time" in line:
             table, out = True, {}   # the last table in the file counts
             continue

@@ -124,9 +124,10 @@ class ChipSpill:
         The data are mapped, not read: the pages the band's box touches are the
         page cache's own, where reading copied each chip once per band (126 MB in a
         pixfrac-only M2 rerun; mapped, the rerun took 1.21 instead of 1.25 s, twelve
-        runs each interleaved by hand with a temporary switch, not a committed command).  The files are written whole (their sizes are checked
-        when kept inputs are taken up) and never rewritten in place -- kept inputs are
-        replaced as a folder -- so a mapped file does not shrink under its reader."""
+        runs each interleaved by hand with a temporary switch, not a committed
+        command).  The files are written whole (their sizes are checked when kept
+        inputs are taken up) and never rewritten in place -- kept inputs are replaced
+        as a folder -- so a mapped file does not shrink under its reader."""
         shape = self.meta[uid][2].shape
         data = np.memmap(self.dir / f"{uid}.data", dtype=np.float32, mode="r", shape=shape)
         bits = np.fromfile(self.dir / f"{uid}.good", dtype=np.uint8)
