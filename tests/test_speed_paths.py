@@ -1,9 +1,9 @@
 """The fast paths added to cut the time outside the drizzle/median steps must
 give exactly what the plain code gave: clipped statistics bit for bit, WCSCORR
 rows, header-only pair checks, the archive-geometry cache (hit and miss), the
-final weights made in one pass, the final products written
-by two threads, working copies patched in their own bytes, median strips
-read in place."""
+final weights made in one pass, the final products written by two threads,
+the blot step's helper thread, working copies patched in their own bytes,
+median strips read in place."""
 import os
 
 import numpy as np
@@ -348,6 +348,39 @@ def test_final_products_written_by_two_threads_are_the_plain_streams(tmp_path):
     assert np.array_equal(fits.getdata(paths["wht"]), wht_ref)
     assert np.array_equal(fits.getdata(paths["ctx"]), ctx_ref)
     assert out.zero_weight == int((wht_ref <= 0).sum())
+
+
+def test_blot_pipeline_keeps_order_overlaps_and_reports_errors():
+    """The blot step maps the next chip and writes the previous one in a helper
+    thread: results in chip order, each the plain composition; the next map is
+    made while the current chip is resampled; a failed write stops the step."""
+    import threading
+
+    from drizzleflow.steps.chain.blot import _pipelined
+    main = threading.get_ident()
+    log, started = [], threading.Event()
+
+    def mapped(c):
+        log.append(("map", c, threading.get_ident() != main))
+        if c == 1:
+            started.set()
+        return c * 10
+
+    def resampled(c, pm):
+        if c == 0:   # the helper maps chip 1 while chip 0 is resampled
+            assert started.wait(5)
+        return pm + 1
+
+    def written(c, b):
+        if c == "bad":
+            raise OSError("disk full")
+        return c, b
+
+    assert _pipelined([0, 1, 2, 3], mapped, resampled, written) == [(0, 1), (1, 11), (2, 21), (3, 31)]
+    assert [c for _, c, _ in log] == [0, 1, 2, 3] and all(other for *_, other in log)
+    assert _pipelined([], mapped, resampled, written) == []
+    with pytest.raises(OSError, match="disk full"):
+        _pipelined([0, "bad", 2], lambda c: 0, lambda c, pm: pm, written)
 
 
 # ----------------------------------------------------------------- working-copy patches
