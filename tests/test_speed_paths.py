@@ -258,6 +258,51 @@ def test_chip_wcs_kept_across_a_keyword_rewrite(tmp_path):
     assert not any(a is b for a, b in zip(again, before))
 
 
+def test_sky_keywords_patched_in_place_equal_astropys_rewrite(tmp_path):
+    """Headers that keep their size are rewritten in the file's own bytes: the
+    same file as astropy's read-modify-write, same inode, a new identity; a header
+    that would grow by a block, a CHECKSUM or a second hard link (a sweep point's
+    copy) send it through the rewrite, which leaves the other link alone."""
+    from drizzleflow.engine.manifest import file_identity
+    from drizzleflow.steps.instruments.wfpc2 import set_sci_keywords, workcopy
+
+    pairs = S.make_set(tmp_path / "arch", 1)
+    sci = ingest_pairs([pairs[0][0]], tmp_path / "out")[0]["sci"]
+    ref = tmp_path / "ref.fits"
+    for new in ({1: {"MDRIZSKY": 1.0}, 2: {"MDRIZSKY": (1.5, "Sky value (DN)")}},     # new cards
+                {1: {"MDRIZSKY": (3.25, "Sky value (DN)")}, 2: {"MDRIZSKY": 4.5}}):   # changed ones
+        ref.write_bytes(open(sci, "rb").read())
+
+        def edit(hdul):
+            for ev, kws in new.items():
+                for k, v in kws.items():
+                    hdul["SCI", ev].header[k] = v
+        workcopy._rewrite(ref, edit)
+        ino, ident = os.stat(sci).st_ino, file_identity(sci)
+        set_sci_keywords(sci, new)
+        assert open(sci, "rb").read() == ref.read_bytes()
+        assert os.stat(sci).st_ino == ino and file_identity(sci) != ident
+    assert fits.getval(sci, "MDRIZSKY", ext=("SCI", 2)) == 4.5
+
+    many = {1: {f"KW{i:06d}": float(i) for i in range(40)}}   # 40 cards: one more block
+    assert not workcopy._patch_headers(sci, many)
+    set_sci_keywords(sci, many)
+    assert fits.getval(sci, "KW000039", ext=("SCI", 1)) == 39.0
+
+    link = tmp_path / "link.fits"
+    os.link(sci, link)
+    kept = link.read_bytes()
+    assert not workcopy._patch_headers(sci, {1: {"MDRIZSKY": 9.0}})
+    set_sci_keywords(sci, {1: {"MDRIZSKY": 9.0}})
+    assert link.read_bytes() == kept and fits.getval(sci, "MDRIZSKY", ext=("SCI", 1)) == 9.0
+    os.unlink(link)
+    assert workcopy._patch_headers(sci, {1: {"MDRIZSKY": 8.0}})
+
+    with fits.open(sci, mode="update") as h:
+        h["SCI", 1].header["CHECKSUM"] = "0000000000000000"
+    assert not workcopy._patch_headers(sci, {1: {"MDRIZSKY": 7.0}})
+
+
 def test_band_writer_swaps_given_blocks_in_place_into_the_right_file(tmp_path):
     """``BandWriter.write`` swaps blocks of the file's type in place instead of
     copying them: the data written are byte-identical to astropy writing the
