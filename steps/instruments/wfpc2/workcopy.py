@@ -5,9 +5,9 @@ helpers; each call rewrites the file under a temporary name and renames it,
 so a killed run never leaves a half-written working copy.  The one exception:
 keywords set by :func:`set_sci_keywords` go into the headers in place when
 these keep their size (one write per header); a kill between two headers
-leaves some chips with the old value, which the rerun of the step overwrites.  They refuse to
-write anything that is not inside a ``work`` directory made by ``ingest``
-unless ``allow_any=True`` (archive files are never modified).
+leaves some chips with the old value, which the rerun of the step overwrites.
+The helpers refuse to write anything that is not inside a ``work`` directory
+made by ``ingest`` unless ``allow_any=True`` (archive files are never modified).
 """
 from __future__ import annotations
 
