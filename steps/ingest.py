@@ -9,6 +9,7 @@ distortion-aware format (SIP, D2IMARR, WCSCORR) as the tutorial's first run does
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import threading
@@ -85,8 +86,11 @@ def _prepare(pair, bits, do_wcs, uref, stage):
     return sci_out, dq_out
 
 
-def _prepare_all(pairs, bits, do_wcs, uref, stage):
+def _prepare_all(pairs, bits, do_wcs, uref, stage, while_working=None):
     """The working copies of every pair (an iterator of (sci, dq) paths, in pair order).
+    ``while_working`` (a callable) is called once the worker processes have the
+    pairs, or before the first pair where there are none; if it raises, the pairs
+    not started are dropped and the running ones finished before the error goes on.
 
     Making one is mostly astropy header work (parsing, updatewcs, verifying on
     write), which holds the GIL: two threads gained nothing.  Where ``fork``
@@ -101,15 +105,27 @@ def _prepare_all(pairs, bits, do_wcs, uref, stage):
     from concurrent.futures import ProcessPoolExecutor   # never needs them (~6 ms of imports)
     procs = min(core_threads(), len(pairs))
     if procs < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if while_working is not None:
+            while_working()
         yield from (_prepare(p, bits, do_wcs, uref, stage) for p in pairs)
         return
-    n = len(pairs)
-    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
-        yield from pool.map(_prepare, pairs, [bits] * n, [do_wcs] * n, [uref] * n, [stage] * n)
+    pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork"))
+    try:
+        # every worker is forked at the first submit, before the pool starts its own thread
+        futures = [pool.submit(_prepare, p, bits, do_wcs, uref, stage) for p in pairs]
+        if while_working is not None:
+            while_working()
+        for f in futures:
+            yield f.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, resetbits=4096, log=None):
+def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, resetbits=4096, log=None,
+                 while_working=None):
     """Check and copy/convert archive inputs; the function behind the step.
+    ``while_working``: called while the copies are made (see ``_prepare_all``);
+    nothing is moved into the working folder before it returns.
 
     Returns a list of dicts ``{"root", "sci", "dq", "source", "source_dq", "nchips"}``
     with absolute paths.
@@ -129,6 +145,10 @@ def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, 
                 ph = h[0].header
                 for kw in ("IDCTAB", "OFFTAB", "DGEOFILE"):
                     resolve_reference(ph.get(kw, ""), kw, uref, pair.sci)
+    if updatewcs:
+        # updatewcs builds WCS objects: imported here, before the workers are forked, they
+        # inherit it instead of each importing it (~0.1 s each); later steps need it anyway
+        importlib.import_module("astropy.wcs")
     existed = work.exists()
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -137,7 +157,7 @@ def ingest_pairs(inputs, outdir, *, workdir="work", updatewcs=False, uref=None, 
         raise OutputError(f"{work}: cannot create the working folder ({exc.strerror or exc})") from None
     try:
         made = []
-        for pair, paths in zip(pairs, _prepare_all(pairs, bits, updatewcs, uref, stage)):
+        for pair, paths in zip(pairs, _prepare_all(pairs, bits, updatewcs, uref, stage, while_working)):
             made.append((pair, *paths))
             if log:
                 log.info("ingest: %s -> %s/%s_c0m.fits%s", pair.sci.name, workdir, pair.root,
@@ -166,11 +186,13 @@ class Ingest(Step):
     writes = ("exposures",)
     aliases = {"updatewcs": "updatewcs", "resetbits": "resetbits", "uref": "uref"}
     version = "1"
+    preflight_in_run = True   # the later steps are checked while the worker processes convert
 
     def run(self, context, params):
         uref = params.uref or context.options.get("uref")
         made = ingest_pairs(context.inputs, context.outdir, workdir=params.workdir, updatewcs=params.updatewcs,
-                            uref=uref, resetbits=params.resetbits, log=context.log)
+                            uref=uref, resetbits=params.resetbits, log=context.log,
+                            while_working=context.preflight)
         context.put("exposures", [{**m, "sci": context.rel(m["sci"]), "dq": context.rel(m["dq"]),
                                    "source": context.rel(m["source"]), "source_dq": context.rel(m["source_dq"])}
                                   for m in made])

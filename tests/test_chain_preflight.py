@@ -1,5 +1,7 @@
-"""Recipes that cannot succeed stop before any step runs (issue 6, bad input):
-an output grid beyond the 20k x 20k bound, and exposures that share no sky."""
+"""Recipes that cannot succeed stop before any step writes a product (issue 6, bad
+input): an output grid beyond the 20k x 20k bound, and exposures that share no sky.
+Ingest's worker processes convert while the later steps are checked
+(``Step.preflight_in_run``): a failed check stops them and removes their copies."""
 import shutil
 import subprocess
 import sys
@@ -31,14 +33,17 @@ def _run(work, data, *overrides):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=work)
 
 
-def test_huge_grid_refused_before_ingest(sim, tmp_path):
+def test_huge_grid_refused_before_any_copy(sim, tmp_path):
     p = _run(tmp_path, sim, "drizzle_final.scale=0.0002")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "step 'drizzle_final': output grid" in p.stderr and "force" in p.stderr
-    assert not (tmp_path / "out" / "work").exists()   # ingest never ran
+    left = sorted(f.name for f in (tmp_path / "out").iterdir())
+    assert left == ["drizzleflow.log", "manifest.json", "recipe.resolved.yaml"], left
+    log = (tmp_path / "out" / "drizzleflow.log").read_text()
+    assert "step ingest (ingest) v1" in log and "step ingest (ingest): done" not in log
 
 
-def test_exposures_without_overlap_refused_before_ingest(sim, tmp_path):
+def test_exposures_without_overlap_refused_before_any_copy(sim, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(sim, data)
     moved = sorted(data.glob("*_c0m.fits"))[1]
@@ -50,3 +55,4 @@ def test_exposures_without_overlap_refused_before_ingest(sim, tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "inputs with no overlap" in p.stderr and "overlaps no other exposure" in p.stderr
     assert not (tmp_path / "out" / "work").exists()
+

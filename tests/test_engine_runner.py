@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drizzleflow.engine.errors import OutputError
+from drizzleflow.engine.errors import OutputError, StepError
 from drizzleflow.engine.executors import SerialExecutor, ThreadExecutor
 from drizzleflow.engine.recipe import load_recipe
 from drizzleflow.engine.runner import run_recipe
@@ -86,6 +86,47 @@ def test_preflight_only_for_steps_that_will_run(work):
     r = run_recipe(load_recipe(work / "toy.yaml", ["scale.factor=6", "toy_drizzle.pixfrac=0.5"], cwd=work))
     assert [s.status for s in r.steps] == ["cached", "cached", "ran", "ran"]
     assert log.read_text().split() == ["toy_drizzle", "toy_drizzle"]
+
+
+def test_first_step_can_make_the_later_checks_while_it_works(work, monkeypatch):
+    """A ``preflight_in_run`` step (ingest, whose work runs in worker processes) is
+    handed the later steps' checks: they run when it calls ``context.preflight()``
+    inside its run, not before it; one that fails there stops the run with its own
+    message before that step finishes; one the step forgot runs right after it."""
+    from drizzleflow.engine import toy_steps
+    checks = work / "out" / "toy" / "preflight.log"
+    seen = []
+    real_run = toy_steps.ToySource.run
+
+    def run(self, context, params, call=True):
+        seen.append(checks.read_text().split() if checks.exists() else [])
+        if call:
+            context.preflight()
+            seen.append(checks.read_text().split())
+        real_run(self, context, params)
+
+    monkeypatch.setattr(toy_steps.ToySource, "preflight_in_run", True)
+    monkeypatch.setattr(toy_steps.ToySource, "run", run)
+    run_recipe(load_recipe(work / "toy.yaml", cwd=work))
+    assert seen == [[], ["toy_drizzle"]]
+    assert work_log(work / "out") == ["toy_source", "scale", "toy_drizzle", "toy_sum"]
+
+    def refuse(self, context, params):
+        raise StepError(context.step_name, "grid too large")
+
+    monkeypatch.setattr(toy_steps.ToyDrizzle, "preflight", refuse)
+    with pytest.raises(StepError, match="'toy_drizzle': grid too large"):
+        run_recipe(load_recipe(work / "toy.yaml", ["toy_source.length=13"], cwd=work))
+    assert work_log(work / "out") == ["toy_source", "scale", "toy_drizzle", "toy_sum"]   # no new work
+
+    monkeypatch.undo()
+    monkeypatch.setattr(toy_steps.ToySource, "preflight_in_run", True)
+    monkeypatch.setattr(toy_steps.ToySource, "run", lambda self, c, p: run(self, c, p, call=False))
+    seen.clear()
+    checks.unlink()
+    run_recipe(load_recipe(work / "toy.yaml", ["toy_source.length=14"], cwd=work))
+    assert seen == [[]] and checks.read_text().split() == ["toy_drizzle"]
+    assert work_log(work / "out")[-4:] == ["toy_source", "scale", "toy_drizzle", "toy_sum"]
 
 
 def test_stop_after_is_a_partial_run_that_a_later_run_continues(work):

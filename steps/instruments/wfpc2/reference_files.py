@@ -270,11 +270,12 @@ def _norm_filter(name):
     return "CLEAR" if (not name or name.startswith("CLEAR")) else name
 
 
-def read_idctab(path, chip, filter1="F814W", filter2="", direction="FORWARD"):
+def read_idctab(path, chip, filter1="F814W", filter2="", direction="FORWARD", rows=None):
     """The row of an IDCTAB for one chip and filter pair (stwcs matching rules:
-    blank or CLEAR* filters match 'CLEAR'; DETCHIP -999 matches any chip)."""
+    blank or CLEAR* filters match 'CLEAR'; DETCHIP -999 matches any chip).
+    ``rows``: the table's rows as :func:`read_idctab_rows` gave them (not read again)."""
     f1, f2 = _norm_filter(filter1), _norm_filter(filter2)
-    for row in read_idctab_rows(path):
+    for row in read_idctab_rows(path) if rows is None else rows:
         if (_norm_filter(row.filter1) == f1 and _norm_filter(row.filter2) == f2
                 and row.direction.upper() == direction.upper()
                 and row.detchip in (int(chip), -999)):
@@ -336,10 +337,11 @@ def date_seconds(date):
     return calendar.timegm((y, m, d, 0, 0, 0, 0, 0, 0))
 
 
-def read_offtab(path, date, chip):
+def read_offtab(path, date, chip, rows=None):
     """(V2REF, V3REF, THETA) of ``chip`` at ``date`` ('YYYY-MM-DD'), interpolated
-    linearly between the bracketing rows as stwcs ``readOfftab`` does."""
-    rows = [r for r in read_offtab_rows(path) if r.detchip in (int(chip), -999)]
+    linearly between the bracketing rows as stwcs ``readOfftab`` does.
+    ``rows``: the table's rows as :func:`read_offtab_rows` gave them (not read again)."""
+    rows = [r for r in (read_offtab_rows(path) if rows is None else rows) if r.detchip in (int(chip), -999)]
     if not rows:
         raise ReferenceFileError(path, f"no OFFTAB row for chip {chip}")
     rows.sort(key=lambda r: date_seconds(r.obsdate))

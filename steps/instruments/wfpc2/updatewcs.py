@@ -114,10 +114,18 @@ def resolve_reference(value, keyword, uref=None, image=None):
                                    + ", ".join(str(c) for c in candidates))
 
 
+@functools.lru_cache(maxsize=16)
+def _idc_rows(path, mtime_ns):
+    """Every row of an IDCTAB, read once per file version: each ingest worker
+    asks for 4 chips x its exposures (reading the table per chip cost each worker
+    ~20 ms of its first exposure)."""
+    return tuple(reference_files.read_idctab_rows(path))
+
+
 @functools.lru_cache(maxsize=64)
 def _idc_row(path, mtime_ns, detector, filter1, filter2):
-    """One IDCTAB row, cached per file version (ingest reads 4 chips x N exposures)."""
-    return reference_files.read_idctab(path, detector, filter1, filter2)
+    """One IDCTAB row, cached per file version."""
+    return reference_files.read_idctab(path, detector, filter1, filter2, rows=_idc_rows(path, mtime_ns))
 
 
 def read_idc_model(path, detector, filter1=None, filter2=None, binned=1) -> IDCModel:
@@ -168,10 +176,15 @@ def _mtime_ns(path):
         return 0   # the reader says what is wrong with the path
 
 
+@functools.lru_cache(maxsize=16)
+def _offtab_rows(path, mtime_ns):
+    return tuple(reference_files.read_offtab_rows(path))
+
+
 @functools.lru_cache(maxsize=64)
 def _offtab(path, mtime_ns, detector, date):
     """Cached per file version, as the IDCTAB rows: ingest asks 4 chips x N exposures."""
-    return reference_files.read_offtab(path, date, detector)
+    return reference_files.read_offtab(path, date, detector, rows=_offtab_rows(path, mtime_ns))
 
 
 @functools.lru_cache(maxsize=64)
