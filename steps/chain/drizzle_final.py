@@ -154,7 +154,8 @@ class DrizzleFinalStep(Step):
             raise StepError(self.name, ERR_MESSAGE)
 
     def preflight(self, context, params):
-        """Parameters, grid size and grid coverage from the archive headers, before ingest runs."""
+        """Parameters, grid size and grid coverage from the archive headers, before ingest
+        writes its copies (it runs these checks while its workers convert)."""
         self._check(params)
         geoms = archive_geometry(context.inputs)
         if params.enabled and geoms:

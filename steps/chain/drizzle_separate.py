@@ -83,7 +83,8 @@ class DrizzleSeparateStep(Step):
                              "bit of a few pixels, nothing else.")
 
     def preflight(self, context, params):
-        """Grid size and overlap from the archive headers, before ingest runs."""
+        """Grid size and overlap from the archive headers, before ingest writes its copies
+        (it runs these checks while its workers convert)."""
         geoms = archive_geometry(context.inputs)
         if geoms:
             self._checked_grid(context, params, geoms)
