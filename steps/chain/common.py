@@ -19,7 +19,7 @@ from drizzleflow.engine.manifest import file_identity
 
 from ..instruments.bits import good_mask
 
-__all__ = ["IdentityCache", "load_exposure", "chip_wcs_for", "exposure_weight", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
+__all__ = ["IdentityCache", "LAYOUTS", "load_exposure", "chip_wcs_for", "exposure_weight", "iter_exposures", "exposure_records", "good_from_bits", "chip_key",
            "sky_for", "write_image", "update_file", "read_image", "static_mask_for", "read_static_mask",
            "wcs_kept", "pixmap_for", "windowed_map_for", "Scratch", "band_window", "new_drizzle", "add_chip", "blot_chip", "THREADS", "core_threads"]
 
@@ -71,6 +71,22 @@ class IdentityCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def peek(self, key):
+        """The cached object of ``key``, or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value):
+        """Keep ``value`` under ``key``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
     def get(self, key, make):
         """The cached object of ``key``, else ``make()`` (outside the lock), kept."""
         with self._lock:
@@ -98,7 +114,15 @@ def chip_wcs_for(path):
 
     def wcs_for(hdul, ext):
         return _WCS.get((ident, int(ext)), lambda: chip_wcs(hdul, ext))
+    wcs_for.cached = lambda ext: _WCS.peek((ident, int(ext)))
     return wcs_for
+
+
+#: Parsed headers and pixel offsets of the exposures read (a
+#: :class:`~drizzleflow.steps.instruments.wfpc2.layout.PairLayout` per version of a
+#: c0m/c1m pair, also under its c0m's identity alone for ``chip_geometry``): later
+#: reads of the same versions take only the pixel bytes, and no header is parsed again
+LAYOUTS = IdentityCache(128)
 
 
 @contextlib.contextmanager
@@ -123,12 +147,14 @@ def load_exposure(context, rec):
     files: keeping the six M2 exposures between steps saved the sky step
     ~0.25 s of CPU but held 90 MB through static_mask and sky (static_mask
     peaked at 285 MiB with them, 220 without).  Chip WCS objects are shared
-    (:func:`chip_wcs_for`).  Pixel arrays are read-only.
+    (:func:`chip_wcs_for`), and so are the parsed headers of file versions read
+    before (``LAYOUTS``: such a read takes only the pixel bytes).  Pixel arrays
+    and headers are read-only.
     """
     from drizzleflow.steps.instruments.model import CR_BIT
     from drizzleflow.steps.instruments.wfpc2 import open_exposure
     sci, dq = context.abs(rec["sci"]), context.abs(rec["dq"])
-    exp = open_exposure(sci, dq, ignore_bits=CR_BIT, wcs_for=chip_wcs_for(sci))
+    exp = open_exposure(sci, dq, ignore_bits=CR_BIT, wcs_for=chip_wcs_for(sci), layouts=LAYOUTS)
     for c in exp.chips:
         c.sci.flags.writeable = False
         c.dq.flags.writeable = False

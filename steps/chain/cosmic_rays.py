@@ -70,7 +70,14 @@ class CosmicRaysStep(Step):
                 write_image(p, good.astype(np.uint8))
                 masks.append(context.rel(p))
                 counts.append(int((~good).sum()))
-                crs[chip.extver] = (good, b, chip.gain)
+                # the CR-cleaned copy needs the blotted values of the bad pixels only: those
+                # (a few per cent of the chip) are kept, not the whole blot (2.5 MB a chip)
+                if params.corr:
+                    bad = ~good | ((chip.dq & np.uint16(~CR_BIT & 0xFFFF)) != 0)
+                    crs[chip.extver] = (good, bad, (b[bad] / chip.gain).astype(np.float32))
+                else:
+                    crs[chip.extver] = (good, None, None)
+                del b
 
             new_dq = {}
             for chip in exp.chips:
@@ -81,16 +88,13 @@ class CosmicRaysStep(Step):
             clean = None
             if params.corr:
                 clean = context.path("work", f"{exp.root}_c0m_crclean.fits")
-                dqs = {c.extver: c.dq for c in exp.chips}
 
                 def bad_and_blot(header):
                     """(bad pixels, their blotted values in DN) of a SCI extension, or None."""
                     ev = header.get("EXTVER", 1)
                     if header.get("EXTNAME", "SCI") != "SCI" or ev not in crs:
                         return None
-                    good, b, gain = crs[ev]
-                    bad = ~good | ((dqs[ev] & np.uint16(~CR_BIT & 0xFFFF)) != 0)
-                    return bad, (b[bad] / gain).astype(np.float32)
+                    return crs[ev][1:]
 
                 def replace(hdul):
                     for h in hdul[1:]:

@@ -15,12 +15,13 @@ __all__ = ["ChipGeom", "gather_geometry", "archive_geometry", "exposure_cells", 
 
 def gather_geometry(context, step) -> list[ChipGeom]:
     """Geometry of every chip of every exposure, in input order (headers and
-    WCS only: no pixel data is read; WCS objects shared with load_exposure)."""
-    from .common import chip_wcs_for, exposure_records
+    WCS only: no pixel data is read; WCS objects and parsed headers shared with
+    load_exposure)."""
+    from .common import LAYOUTS, chip_wcs_for, exposure_records
     out = []
     for rec in exposure_records(context, step):
         path = context.abs(rec["sci"])
-        out.extend(chip_geometry(path, rec.get("root"), chip_wcs_for(path)))
+        out.extend(chip_geometry(path, rec.get("root"), chip_wcs_for(path), layouts=LAYOUTS))
     return out
 
 

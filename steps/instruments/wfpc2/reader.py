@@ -21,7 +21,8 @@ from drizzleflow.engine.errors import InputFileError
 from ..bits import bits_mask
 from ..model import Chip, ChipGeom, Exposure
 from .constants import NAN_BIT, detector_gain
-from .files import as_uint16, check_pair, read_fits, rootname
+from .files import as_uint16, check_pair, dq_partner, read_fits, rootname
+from .layout import PairLayout
 
 if TYPE_CHECKING:
     from astropy.wcs import WCS
@@ -55,25 +56,64 @@ def chip_wcs(hdul, ext) -> WCS:
         return WCS(hdul[ext].header, hdul)
 
 
-def chip_geometry(path, root=None, wcs_for=None) -> list[ChipGeom]:
+def chip_geometry(path, root=None, wcs_for=None, layouts=None) -> list[ChipGeom]:
     """Geometry of every SCI chip of a file, from its headers (no pixel data).
 
     ``wcs_for(hdul, ext)`` supplies the WCS (default :func:`chip_wcs`); callers
-    that read the same files repeatedly pass a caching one.
+    that read the same files repeatedly pass a caching one, and ``layouts``
+    (see :func:`open_exposure`): a file version read before is not parsed again.
     """
     wcs_for = wcs_for or chip_wcs
+    layout = None
+    if layouts is not None:
+        from drizzleflow.engine.manifest import file_identity
+        try:
+            layout = layouts.peek(("sci", file_identity(path)))
+        except OSError:
+            layout = None
+    if layout is not None:
+        with _WcsFromFile(path, wcs_for) as wcs_at:
+            return _geometry(path, root, layout.primary, [(h, ext) for h, ext, _s, _d in layout.chips], wcs_at)
     with fits.open(path, memmap=True) as hdul:
-        prim = hdul[0].header
-        root = root or str(prim.get("ROOTNAME", "")).lower() or Path(path).name.split("_")[0]
-        out = []
-        for i, h in enumerate(sci_extensions(hdul), 1):
-            hdr = h.header
-            w = wcs_for(hdul, hdul.index_of(h))
-            extver = int(hdr.get("EXTVER", i))
-            out.append(ChipGeom(root, extver, int(hdr.get("DETECTOR", extver)),
-                                (int(hdr["NAXIS2"]), int(hdr["NAXIS1"])), w, chip_pscale(hdr, w),
-                                float(prim.get("EXPTIME", 0.0))))
+        return _geometry(path, root, hdul[0].header, [(h.header, hdul.index_of(h)) for h in sci_extensions(hdul)],
+                         lambda ext: wcs_for(hdul, ext))
+
+
+def _geometry(path, root, prim, chips, wcs_at) -> list[ChipGeom]:
+    root = root or str(prim.get("ROOTNAME", "")).lower() or Path(path).name.split("_")[0]
+    out = []
+    for i, (hdr, ext) in enumerate(chips, 1):
+        w = wcs_at(ext)
+        extver = int(hdr.get("EXTVER", i))
+        out.append(ChipGeom(root, extver, int(hdr.get("DETECTOR", extver)),
+                            (int(hdr["NAXIS2"]), int(hdr["NAXIS1"])), w, chip_pscale(hdr, w),
+                            float(prim.get("EXPTIME", 0.0))))
     return out
+
+
+class _WcsFromFile:
+    """``wcs_at(ext)`` for a file whose headers came from a layout: the WCS from the
+    caller's cache (``wcs_for.cached``) when it has it, else built by ``wcs_for``
+    from the file, opened once for that and closed on exit."""
+
+    def __init__(self, path, wcs_for):
+        self.path, self.wcs_for, self.hdul = path, wcs_for, None
+        self.cached = getattr(wcs_for, "cached", None)
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, ext):
+        w = self.cached(ext) if self.cached is not None else None
+        if w is None:
+            if self.hdul is None:
+                self.hdul = fits.open(self.path, memmap=True)
+            w = self.wcs_for(self.hdul, ext)
+        return w
+
+    def __exit__(self, *exc):
+        if self.hdul is not None:
+            self.hdul.close()
 
 
 def chip_pscale(header, wcs=None) -> float:
@@ -88,7 +128,8 @@ def chip_pscale(header, wcs=None) -> float:
     return float(np.sqrt(abs(np.linalg.det(cd))) * 3600.0)
 
 
-def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for=None) -> Exposure:
+def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for=None,
+                  layouts=None) -> Exposure:
     """Read a WFPC2 science file (multi-extension, new or old format) and its DQ file.
 
     Parameters
@@ -103,7 +144,13 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
         The archive file this working copy came from (recorded in the Exposure).
     wcs_for : callable, optional
         ``wcs_for(hdul, ext) -> WCS`` in place of :func:`chip_wcs` (a caller
-        that reads the same file repeatedly can share the WCS objects).
+        that reads the same file repeatedly can share the WCS objects; one with
+        a ``cached(ext)`` attribute, returning the WCS or None, spares a read
+        served by ``layouts`` from opening the file for it).
+    layouts : cache, optional
+        ``peek(key)``/``put(key, value)`` store of :class:`~.layout.PairLayout`
+        objects: a read of file versions already read takes only their pixel
+        bytes (the headers are then shared between the exposures: read-only).
 
     Returns
     -------
@@ -111,6 +158,11 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
         Chips in electrons (float32), DQ uint16, full WCS, gain, read noise,
         exposure time, undistorted pixel scale, PHOTFLAM per e-/s.
     """
+    wcs_for = wcs_for or chip_wcs
+    key = _pair_key(sci_path, dq_path) if layouts is not None else None
+    layout = layouts.peek(key) if key is not None else None
+    if layout is not None:
+        return _from_layout(layout, ignore_bits, source, wcs_for)
     files = {}
 
     def opened(path):
@@ -125,33 +177,62 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
         if pair.kind != "mef":
             raise InputFileError(sci_path, "waivered (c0f) file: convert it with waivered_to_mef or the "
                                  "ingest step first")
-        return _build_exposure(pair, opened(pair.sci), opened(pair.dq), ignore_bits, source, wcs_for or chip_wcs)
+        sci, dqf = opened(pair.sci), opened(pair.dq)
+        scis, dqs = sci_extensions(sci), dq_extensions(dqf)
+        layout = PairLayout.of(pair, sci, scis, dqs) if key is not None else None
+        exp = _build_exposure(pair, sci[0].header, _hdu_chips(sci, scis, dqs), ignore_bits, source,
+                              lambda ext: wcs_for(sci, ext))
     finally:
         for h in files.values():
             h.close()
+    if layout is not None:
+        layouts.put(key, layout)
+        layouts.put(("sci", key[0]), layout)   # for chip_geometry
+    return exp
 
 
-def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
+def _pair_key(sci_path, dq_path):
+    """The identities of both files, taken before they are read (None when one is
+    missing: the full read then says which)."""
+    from drizzleflow.engine.manifest import file_identity
+    sci_path = Path(sci_path)
+    try:
+        return (file_identity(sci_path), file_identity(dq_path or dq_partner(sci_path)))
+    except (OSError, InputFileError):
+        return None
+
+
+def _hdu_chips(sci, scis, dqs):
+    """``(header, extension index, science, DQ)`` per chip of HDULists read by astropy."""
+    for sh, dh in zip(scis, dqs):
+        data = np.array(sh.data, dtype=np.float32, order="C")  # native endian copy
+        dq = as_uint16(dh.data)   # always a new array
+        # the file's big-endian arrays go as soon as they are converted: a whole
+        # exposure of them (15 MB on WFPC2) would otherwise stay beside the copies
+        del sh.data, dh.data
+        yield sh.header, sci.index_of(sh), data, dq
+
+
+def _from_layout(layout, ignore_bits, source, wcs_for):
+    """An Exposure from file versions read before: pixel bytes only."""
+    with _WcsFromFile(layout.pair.sci, wcs_for) as wcs_at:
+        return _build_exposure(layout.pair, layout.primary, layout.read(), ignore_bits, source, wcs_at)
+
+
+def _build_exposure(pair, primary, chip_data, ignore_bits, source, wcs_at) -> Exposure:
+    """``chip_data``: ``(SCI header, extension index, science float32, DQ uint16)`` per
+    chip, the arrays fresh (converted in place here); ``wcs_at(ext)``: the chip's WCS."""
     clear = bits_mask(ignore_bits) or 0
-    primary = sci[0].header   # no copy: the HDUList is closed and dropped after this
     root = rootname(pair.sci, primary)
     exptime = float(primary.get("EXPTIME", 0.0))
-    scis = sci_extensions(sci)
-    dqs = dq_extensions(dqf)
     chips = []
-    for i, (sh, dh) in enumerate(zip(scis, dqs), start=1):
-        hdr = sh.header
+    for i, (hdr, ext, data, dq) in enumerate(chip_data, start=1):
         det = int(hdr.get("DETECTOR", primary.get("DETECTOR", i)))
         atod = primary.get("ATODGAIN", hdr.get("ATODGAIN"))
         try:
             gain, rdnoise = detector_gain(atod, det)
         except KeyError as exc:
             raise InputFileError(pair.sci, f"SCI,{hdr.get('EXTVER', i)}: {exc.args[0]}") from None
-        data = np.array(sh.data, dtype=np.float32, order="C")  # native endian copy
-        dq = as_uint16(dh.data)   # always a new array
-        # the file's big-endian arrays go as soon as they are converted: a whole
-        # exposure of them (15 MB on WFPC2) would otherwise stay beside the copies
-        del sh.data, dh.data
         if clear:
             dq &= np.uint16(~clear & 0xFFFF)
         bad = ~np.isfinite(data)
@@ -165,7 +246,7 @@ def _build_exposure(pair, sci, dqf, ignore_bits, source, wcs_for) -> Exposure:
             data *= np.float32(gain)
         if "/S" in bunit:
             data *= np.float32(exptime)
-        wcs = wcs_for(sci, sci.index_of(sh))
+        wcs = wcs_at(ext)
         photflam = float(hdr.get("PHOTFLAM", primary.get("PHOTFLAM", 0.0)) or 0.0)
         chips.append(Chip(
             root=root, extver=int(hdr.get("EXTVER", i)), detector=det, sci=data, dq=dq, wcs=wcs,
