@@ -61,6 +61,13 @@ ACC_BYTES_PER_PIXEL = 12
 #: next chip's tiles fill the gaps of the last one's
 AHEAD = 2
 
+#: the same for a run served by kept chips (no exposure in memory, each chip read
+#: back and mapped on this thread while the pipeline works): a third chip keeps the
+#: pipeline fed.  Six interleaved pixfrac-only M2 reruns each: the step 1.80 ->
+#: 1.64 s (median), the run 2.76 -> 2.35 s, peak 191 -> 198 MiB.  Not for the full
+#: run: there a third prepared chip raised the peak to 257 MiB in one of five runs
+AHEAD_KEPT = 3
+
 #: dark current used by the automatic IVM weights, e-/s (as AstroDrizzle)
 DARK_RATE = 0.005
 
@@ -241,6 +248,7 @@ class DrizzleFinalStep(Step):
         # while the next is drizzled (the drizzle threads idled 0.12-0.18 s of a
         # pixfrac-only M2 rerun through the writes; peak 181-190 MiB, the full run's 220-236)
         overlap = kept is not None and len(bands) > 1
+        ahead = AHEAD_KEPT if kept is not None else AHEAD
         scratches = [Scratch(), Scratch()] if overlap else [Scratch()]
         written = [None] * len(scratches)   # the write of the band each accumulator last held
         try:
@@ -272,7 +280,7 @@ class DrizzleFinalStep(Step):
                 nchips = nchips_all if first_uid is None else int(sum(first_uid[n + 1] - first_uid[n] for n in todo))
                 # chips are queued as they come; the next chip's tiles start while this one's
                 # last finish (steps/drizzle/pipeline.py: same bits as one chip at a time)
-                with DrizzlePipeline(driz, threads=core_threads(), ahead=AHEAD) as pipe:
+                with DrizzlePipeline(driz, threads=core_threads(), ahead=ahead) as pipe:
                     for item in context.progress(_paced(feed.chips(todo), pipe), desc=desc, total=nchips):
                         if item.pixmap is not None:
                             add_chip(pipe, item.data, item.pixmap, exptime=item.chip.exptime, weight=item.weight,
@@ -352,7 +360,8 @@ def _keep_inputs(context, keys, grid, frame, spill, maps, reach, stepsize) -> bo
 
 def _paced(chips, pipe):
     """Each chip is prepared (read, masked, mapped) only once the pipeline has room
-    for it: at most ``AHEAD`` chips are in memory, queued, running or being prepared."""
+    for it: at most ``ahead`` (``AHEAD``, ``AHEAD_KEPT``) chips are in memory, queued,
+    running or being prepared."""
     while True:
         pipe.wait_for_room()
         item = next(chips, None)
