@@ -78,6 +78,27 @@ def test_a_rewritten_file_is_read_in_full_again(tmp_path, monkeypatch):
     assert len(calls) == 4 and exp.chips[1].dq[5, 6] == 8
 
 
+def test_a_file_replaced_after_the_lookup_is_not_read_from_the_layout(tmp_path):
+    """The layout's key is taken before the files are opened; a file replaced in
+    between (a new inode) must not be read at the old offsets."""
+    sci, dq = S.make_exposure(tmp_path)
+    layouts = IdentityCache(8)
+    open_exposure(sci, layouts=layouts)
+    key = next(k for k in layouts._items if k[0] != "sci")
+    layout = layouts.peek(key)
+    handles = layout.open(key)
+    assert handles is not None
+    for fh in handles:
+        fh.close()
+    with fits.open(dq) as h:
+        h = fits.HDUList([x.copy() for x in h])
+    h[1].data[3, 3] = 2048
+    h.writeto(tmp_path / "new.fits")
+    os.replace(tmp_path / "new.fits", dq)
+    assert layout.open(key) is None
+    assert open_exposure(sci, layouts=layouts).chips[0].dq[3, 3] == 2048
+
+
 def test_unsigned_dq_and_scaled_science(tmp_path, monkeypatch):
     sci, dq = S.make_exposure(tmp_path)
     # DQ stored as unsigned 16-bit (BZERO 32768), with the top bit in use

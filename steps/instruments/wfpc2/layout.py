@@ -13,6 +13,7 @@ through astropy every time.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,12 +102,33 @@ class PairLayout:
             chips.append((sh.header, sci.index_of(sh), s, d))
         return cls(pair, sci[0].header, tuple(chips))
 
-    def read(self):
-        """Yield ``(sci header, extension index, science float32, DQ uint16)`` per chip."""
-        sci, dq = Path(self.pair.sci), Path(self.pair.dq)
+    def open(self, key) -> "tuple | None":
+        """Both files opened, if they still are the versions ``key`` names (their
+        identities, taken before the layout was looked up); None when one has been
+        replaced since (the caller then reads it in full)."""
+        from drizzleflow.engine.manifest import file_identity
+        handles = []
         try:
-            with open(sci, "rb", buffering=0) as fs, open(dq, "rb", buffering=0) as fd:
-                for header, ext, s, d in self.chips:
-                    yield header, ext, s.read(fs, sci), d.read(fd, dq)
-        except OSError as exc:
-            raise InputFileError(sci, f"cannot read ({exc.strerror or exc})") from None
+            for path, ident in zip((self.pair.sci, self.pair.dq), key):
+                fh = open(path, "rb", buffering=0)
+                handles.append(fh)
+                if file_identity(path, os.fstat(fh.fileno())) != ident:
+                    break
+            else:
+                return tuple(handles)
+        except OSError:
+            pass   # gone or unreadable: the full read says which and why
+        for fh in handles:
+            fh.close()
+        return None
+
+    def read(self, handles):
+        """Yield ``(sci header, extension index, science float32, DQ uint16)`` per chip
+        from the files :meth:`open` gave (closed at the end)."""
+        fs, fd = handles
+        try:
+            for header, ext, s, d in self.chips:
+                yield header, ext, s.read(fs, Path(self.pair.sci)), d.read(fd, Path(self.pair.dq))
+        finally:
+            fs.close()
+            fd.close()

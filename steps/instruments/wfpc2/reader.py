@@ -161,8 +161,9 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
     wcs_for = wcs_for or chip_wcs
     key = _pair_key(sci_path, dq_path) if layouts is not None else None
     layout = layouts.peek(key) if key is not None else None
-    if layout is not None:
-        return _from_layout(layout, ignore_bits, source, wcs_for)
+    handles = layout.open(key) if layout is not None else None
+    if handles is not None:
+        return _from_layout(layout, handles, ignore_bits, source, wcs_for)
     files = {}
 
     def opened(path):
@@ -213,10 +214,17 @@ def _hdu_chips(sci, scis, dqs):
         yield sh.header, sci.index_of(sh), data, dq
 
 
-def _from_layout(layout, ignore_bits, source, wcs_for):
-    """An Exposure from file versions read before: pixel bytes only."""
-    with _WcsFromFile(layout.pair.sci, wcs_for) as wcs_at:
-        return _build_exposure(layout.pair, layout.primary, layout.read(), ignore_bits, source, wcs_at)
+def _from_layout(layout, handles, ignore_bits, source, wcs_for):
+    """An Exposure from file versions read before (``handles``: both files, open):
+    pixel bytes only."""
+    chips = layout.read(handles)
+    try:
+        with _WcsFromFile(layout.pair.sci, wcs_for) as wcs_at:
+            return _build_exposure(layout.pair, layout.primary, chips, ignore_bits, source, wcs_at)
+    finally:
+        chips.close()
+        for fh in handles:   # also when the generator never started
+            fh.close()
 
 
 def _build_exposure(pair, primary, chip_data, ignore_bits, source, wcs_at) -> Exposure:
