@@ -85,6 +85,7 @@ def test_a_file_replaced_after_the_lookup_is_not_read_from_the_layout(tmp_path):
     layouts = IdentityCache(8)
     open_exposure(sci, layouts=layouts)
     key = next(k for k in layouts._items if k[0] != "sci")
+    assert key[:2] == (str(sci), str(dq))
     layout = layouts.peek(key)
     handles = layout.open(key)
     assert handles is not None
@@ -97,6 +98,26 @@ def test_a_file_replaced_after_the_lookup_is_not_read_from_the_layout(tmp_path):
     os.replace(tmp_path / "new.fits", dq)
     assert layout.open(key) is None
     assert open_exposure(sci, layouts=layouts).chips[0].dq[3, 3] == 2048
+
+
+def test_a_hard_link_elsewhere_names_its_own_path(tmp_path, monkeypatch):
+    """A sweep point's working copies are hard links of the baseline's: the same
+    file, but the steps write through the exposure's paths, so a read through the
+    link must not be served as the baseline's exposure."""
+    sci, dq = S.make_exposure(tmp_path / "base")
+    (tmp_path / "point").mkdir()
+    lsci, ldq = tmp_path / "point" / sci.name, tmp_path / "point" / dq.name
+    os.link(sci, lsci)
+    os.link(dq, ldq)
+    layouts = IdentityCache(8)
+    base = open_exposure(sci, wcs_for=chip_wcs_for(sci), layouts=layouts)
+    point = open_exposure(lsci, wcs_for=chip_wcs_for(lsci), layouts=layouts)
+    assert (point.sci_path, point.dq_path) == (lsci, ldq)
+    assert (base.sci_path, base.dq_path) == (sci, dq)
+    assert chip_geometry(lsci, layouts=layouts)[0].root == base.root
+    again = open_exposure(lsci, wcs_for=chip_wcs_for(lsci), layouts=layouts)
+    assert again.sci_path == lsci
+    _same(point, again)
 
 
 def test_unsigned_dq_and_scaled_science(tmp_path, monkeypatch):

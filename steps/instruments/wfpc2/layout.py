@@ -103,13 +103,14 @@ class PairLayout:
         return cls(pair, sci[0].header, tuple(chips))
 
     def open(self, key) -> "tuple | None":
-        """Both files opened, if they still are the versions ``key`` names (their
-        identities, taken before the layout was looked up); None when one has been
-        replaced since (the caller then reads it in full)."""
+        """Both files opened, if they still are the versions ``key`` names (``(sci
+        path, DQ path, sci identity, DQ identity)``, the identities taken before the
+        layout was looked up); None when one has been replaced since (the caller
+        then reads it in full)."""
         from drizzleflow.engine.manifest import file_identity
         handles = []
         try:
-            for path, ident in zip((self.pair.sci, self.pair.dq), key):
+            for path, ident in zip((self.pair.sci, self.pair.dq), key[2:]):
                 fh = open(path, "rb", buffering=0)
                 handles.append(fh)
                 if file_identity(path, os.fstat(fh.fileno())) != ident:

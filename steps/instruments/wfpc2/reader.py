@@ -68,7 +68,7 @@ def chip_geometry(path, root=None, wcs_for=None, layouts=None) -> list[ChipGeom]
     if layouts is not None:
         from drizzleflow.engine.manifest import file_identity
         try:
-            layout = layouts.peek(("sci", file_identity(path)))
+            layout = layouts.peek(("sci", str(Path(path)), file_identity(path)))
         except OSError:
             layout = None
     if layout is not None:
@@ -188,17 +188,22 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
             h.close()
     if layout is not None:
         layouts.put(key, layout)
-        layouts.put(("sci", key[0]), layout)   # for chip_geometry
+        layouts.put(("sci", key[0], key[2]), layout)   # for chip_geometry
     return exp
 
 
 def _pair_key(sci_path, dq_path):
-    """The identities of both files, taken before they are read (None when one is
-    missing: the full read then says which)."""
+    """``(sci path, DQ path, sci identity, DQ identity)``, the identities taken before
+    the files are read (None when one is missing: the full read then says which).
+    The paths are part of it: a hard link elsewhere (a sweep point's working copy)
+    is the same file, but the exposure read through it must name its own path, to
+    which the steps write (MDRIZSKY, the CR bit)."""
     from drizzleflow.engine.manifest import file_identity
     sci_path = Path(sci_path)
+    dq_path = Path(dq_path) if dq_path else None
     try:
-        return (file_identity(sci_path), file_identity(dq_path or dq_partner(sci_path)))
+        dq_path = dq_path or dq_partner(sci_path)
+        return (str(sci_path), str(dq_path), file_identity(sci_path), file_identity(dq_path))
     except (OSError, InputFileError):
         return None
 
