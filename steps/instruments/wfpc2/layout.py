@@ -21,6 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from drizzleflow.engine.errors import InputFileError
+from drizzleflow.engine.manifest import file_identity
 
 from .files import InputPair
 
@@ -48,7 +49,8 @@ class Span:
         if len(shape) != 2 or None in stored or not info or info.get("datLoc") is None:
             return None
         bitpix, bzero, bscale = int(stored[0]), float(stored[1]), float(stored[2])
-        span = cls(int(info["datLoc"]), shape, ">f4" if bitpix == -32 else ">i2", unsigned=bzero == 32768.0)
+        span = cls(int(info["datLoc"]), shape, ">f4" if bitpix == -32 else ">i2",
+                   unsigned=bitpix == 16 and bzero == 32768.0)
         nbytes = shape[0] * shape[1] * abs(bitpix) // 8
         if bscale != 1.0 or info.get("datSpan") != -(-nbytes // 2880) * 2880:
             return None
@@ -107,7 +109,6 @@ class PairLayout:
         path, DQ path, sci identity, DQ identity)``, the identities taken before the
         layout was looked up); None when one has been replaced since (the caller
         then reads it in full)."""
-        from drizzleflow.engine.manifest import file_identity
         handles = []
         try:
             for path, ident in zip((self.pair.sci, self.pair.dq), key[2:]):

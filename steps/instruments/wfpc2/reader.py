@@ -17,6 +17,7 @@ import numpy as np
 from astropy.io import fits
 
 from drizzleflow.engine.errors import InputFileError
+from drizzleflow.engine.manifest import file_identity
 
 from ..bits import bits_mask
 from ..model import Chip, ChipGeom, Exposure
@@ -66,9 +67,8 @@ def chip_geometry(path, root=None, wcs_for=None, layouts=None) -> list[ChipGeom]
     wcs_for = wcs_for or chip_wcs
     layout = None
     if layouts is not None:
-        from drizzleflow.engine.manifest import file_identity
         try:
-            layout = layouts.peek(("sci", str(Path(path)), file_identity(path)))
+            layout = layouts.peek(_geometry_key(path, file_identity(path)))
         except OSError:
             layout = None
     if layout is not None:
@@ -188,8 +188,13 @@ def open_exposure(sci_path, dq_path=None, ignore_bits=0, *, source=None, wcs_for
             h.close()
     if layout is not None:
         layouts.put(key, layout)
-        layouts.put(("sci", key[0], key[2]), layout)   # for chip_geometry
+        layouts.put(_geometry_key(key[0], key[2]), layout)
     return exp
+
+
+def _geometry_key(sci_path, ident):
+    """Where a layout is kept for :func:`chip_geometry`: its science file alone."""
+    return ("sci", str(Path(sci_path)), ident)
 
 
 def _pair_key(sci_path, dq_path):
@@ -198,7 +203,6 @@ def _pair_key(sci_path, dq_path):
     The paths are part of it: a hard link elsewhere (a sweep point's working copy)
     is the same file, but the exposure read through it must name its own path, to
     which the steps write (MDRIZSKY, the CR bit)."""
-    from drizzleflow.engine.manifest import file_identity
     sci_path = Path(sci_path)
     dq_path = Path(dq_path) if dq_path else None
     try:
