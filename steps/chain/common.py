@@ -68,37 +68,38 @@ class IdentityCache:
                 new = rename(key)
                 if new is not None:
                     self._items[new] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._trim()
 
-    def peek(self, key):
-        """The cached object of ``key``, or None."""
+    def peek(self, key, default=None):
+        """The cached object of ``key``, or ``default``."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        return None
+        return default
 
     def put(self, key, value):
         """Keep ``value`` under ``key``."""
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._trim()
 
     def get(self, key, make):
         """The cached object of ``key``, else ``make()`` (outside the lock), kept."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        value = self.peek(key, _MISSING)
+        if value is _MISSING:
+            value = make()
+            self.put(key, value)
         return value
+
+    def _trim(self):
+        """Drop the least recently used entries beyond ``size`` (lock held)."""
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+_MISSING = object()
 
 
 #: Chip WCS objects (SIP + lookup tables; ~14 ms each to build) keyed by the

@@ -126,11 +126,7 @@ class PairLayout:
 
     def read(self, handles):
         """Yield ``(sci header, extension index, science float32, DQ uint16)`` per chip
-        from the files :meth:`open` gave (closed at the end)."""
+        from the files :meth:`open` gave (the caller closes them)."""
         fs, fd = handles
-        try:
-            for header, ext, s, d in self.chips:
-                yield header, ext, s.read(fs, Path(self.pair.sci)), d.read(fd, Path(self.pair.dq))
-        finally:
-            fs.close()
-            fd.close()
+        for header, ext, s, d in self.chips:
+            yield header, ext, s.read(fs, Path(self.pair.sci)), d.read(fd, Path(self.pair.dq))

@@ -226,13 +226,11 @@ def _hdu_chips(sci, scis, dqs):
 def _from_layout(layout, handles, ignore_bits, source, wcs_for):
     """An Exposure from file versions read before (``handles``: both files, open):
     pixel bytes only."""
-    chips = layout.read(handles)
     try:
         with _WcsFromFile(layout.pair.sci, wcs_for) as wcs_at:
-            return _build_exposure(layout.pair, layout.primary, chips, ignore_bits, source, wcs_at)
+            return _build_exposure(layout.pair, layout.primary, layout.read(handles), ignore_bits, source, wcs_at)
     finally:
-        chips.close()
-        for fh in handles:   # also when the generator never started
+        for fh in handles:
             fh.close()
 
 
